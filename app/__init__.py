@@ -1,0 +1,1 @@
+"""Runyard: a self-hosted runs dashboard."""

@@ -1,0 +1,1 @@
+"""Database layer: typed models, engines and the few dialect differences."""

@@ -1,0 +1,99 @@
+"""Engines for SQLite and PostgreSQL, with the connection settings each needs.
+
+SQLite gets two engines. The write engine has a pool of exactly one
+connection, so writes from many threads queue for it instead of racing for the
+file lock; each write transaction starts with ``BEGIN IMMEDIATE`` so a second
+*process* (a worker) waits on ``busy_timeout`` rather than failing with
+"database is locked" when it upgrades a read to a write. (Not StaticPool: that
+shares one connection between threads without serializing them.) The read
+engine has its own pool of query-only connections; in WAL mode readers never
+wait on the writer. PostgreSQL uses one engine for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
+
+from app.db.dialect import Dialect
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain ``sqlite:///path`` and ``postgresql://…`` and pick our drivers."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise ValueError(
+                "an in-memory SQLite database cannot be shared between connections: "
+                "use a file, e.g. sqlite:///data/runyard.db"
+            )
+        return parsed.set(drivername="sqlite+pysqlite").render_as_string(hide_password=False)
+    if backend in {"postgresql", "postgres"}:
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://…")
+
+
+@dataclass
+class Database:
+    """The engines of one database and its dialect."""
+
+    url: str
+    dialect: Dialect
+    write_engine: Engine
+    read_engine: Engine
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()
+
+
+def ensure_sqlite_folder(url: str) -> None:
+    """Create the folder of a SQLite database file, so a first start just works."""
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def open_database(url: str, read_pool_size: int = 8) -> Database:
+    """Create the engines for ``url`` (creating a SQLite file's folder)."""
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        ensure_sqlite_folder(url)
+        write = create_engine(url, poolclass=QueuePool, pool_size=1, max_overflow=0,
+                              pool_timeout=60)
+        _sqlite_listeners(write, begin="BEGIN IMMEDIATE", query_only=False)
+        read = create_engine(url, poolclass=QueuePool, pool_size=read_pool_size,
+                             max_overflow=read_pool_size)
+        _sqlite_listeners(read, begin="BEGIN", query_only=True)
+        return Database(url, Dialect.SQLITE, write, read)
+    engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return Database(url, Dialect.POSTGRESQL, engine, engine)
+
+
+def _sqlite_listeners(engine: Engine, *, begin: str, query_only: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from pysqlite so our BEGIN is the one used.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        # NORMAL is durable across application crashes in WAL mode; only an OS
+        # crash can lose the last transactions.
+        cur.execute("PRAGMA synchronous=NORMAL")
+        if query_only:
+            cur.execute("PRAGMA query_only=1")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)

@@ -1,0 +1,69 @@
+"""The one settings object, read from ``RUNYARD_*`` variables and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATABASE_URL = "sqlite:///data/runyard.db"
+
+
+def _as_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {text!r} (use 1/0, true/false, yes/no, on/off)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable. Each field ``x`` is read from ``RUNYARD_X``."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    demo: bool = True
+    demo_executions: int = 3000
+    allow_exec: bool = False
+    max_body_bytes: int = 10 * 1024 * 1024
+    # Extra engine options for tests and benchmarks (e.g. a larger read pool).
+    read_pool_size: int = 8
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read settings from the environment; keyword overrides (CLI flags) win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(f"RUNYARD_{f.name.upper()}")
+            if raw is None:
+                continue
+            try:
+                if f.type == "bool":
+                    values[f.name] = _as_bool(raw)
+                elif f.type == "int":
+                    values[f.name] = int(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError as exc:
+                raise ValueError(f"RUNYARD_{f.name.upper()}: {exc}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def sqlite_path(self) -> Path | None:
+        """The database file for a SQLite URL, else None."""
+        for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
+            if self.database_url.startswith(prefix):
+                return Path(self.database_url[len(prefix):])
+        return None

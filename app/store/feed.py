@@ -1,0 +1,81 @@
+"""Appending rows to ``execution_event``: the trace of a run and the change feed.
+
+Every write path calls :func:`append` inside its own transaction, so a change
+and its event commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from app.db.models import events, executions
+from app.times import now_ms
+
+
+@dataclass
+class NewEvent:
+    """An event about to be written (``seq`` and ``id`` are assigned on insert)."""
+
+    type: str
+    message: str | None = None
+    level: str = "info"
+    data: Any = None
+    ts: int | None = None
+
+
+@dataclass
+class WriteLog:
+    """What one write transaction appended, handed to the commit callback."""
+
+    last_event_id: int = 0
+    execution_ids: set[str] = field(default_factory=set)
+
+
+def next_seq(conn: Connection, execution_id: str) -> int:
+    """The next free ``seq`` of an execution (writers are serialized, see ``lock_feed``)."""
+    current = conn.execute(
+        select(func.max(events.c.seq)).where(events.c.execution_id == execution_id)
+    ).scalar()
+    return (current or 0) + 1
+
+
+def append(conn: Connection, log: WriteLog, execution_id: str,
+           new: Sequence[NewEvent]) -> list[dict[str, int]]:
+    """Insert events for one execution in order; returns their ``id`` and ``seq``.
+
+    Keeps the execution's ``error_count`` / ``warn_count`` in step.
+    """
+    if not new:
+        return []
+    seq = next_seq(conn, execution_id)
+    now = now_ms()
+    rows = [
+        {
+            "execution_id": execution_id, "seq": seq + i, "ts": e.ts if e.ts is not None else now,
+            "level": e.level, "type": e.type, "message": e.message, "data": e.data,
+        }
+        for i, e in enumerate(new)
+    ]
+    result = conn.execute(
+        insert(events).returning(events.c.id, events.c.seq, sort_by_parameter_order=True), rows
+    )
+    written = [{"id": r.id, "seq": r.seq} for r in result]
+    errors = sum(1 for e in new if e.level == "error")
+    warns = sum(1 for e in new if e.level == "warn")
+    if errors or warns:
+        conn.execute(
+            update(executions)
+            .where(executions.c.id == execution_id)
+            .values(
+                error_count=executions.c.error_count + errors,
+                warn_count=executions.c.warn_count + warns,
+                updated_at=now,
+            )
+        )
+    log.last_event_id = max(log.last_event_id, written[-1]["id"])
+    log.execution_ids.add(execution_id)
+    return written

@@ -1,0 +1,166 @@
+"""The shapes of what may be written, validated with pydantic.
+
+The API validates request bodies against these and the runner builds them in
+code; both reach the store already checked, so the store only enforces rules
+that need the database (existence, transitions).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from app.times import parse_time
+
+STATUSES = (
+    "pending", "queued", "running", "waiting_for_interaction",
+    "completed", "failed", "cancelled", "timed_out",
+)
+TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
+LEVELS = ("debug", "info", "warn", "error")
+CHANGE_EVENT_TYPES = (
+    "execution.created", "execution.status", "execution.updated", "execution.progress",
+    "tool_call.started", "tool_call.finished", "interaction.requested", "interaction.resolved",
+)
+RECORD_EVENT_TYPES = ("log", "stdout", "stderr", "artifact")
+EVENT_TYPES = CHANGE_EVENT_TYPES + RECORD_EVENT_TYPES
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_EVENTS_PER_APPEND = 1000
+MAX_EXECUTIONS_PER_INGEST = 1000
+MAX_LABELS = 64
+
+Status = Literal[
+    "pending", "queued", "running", "waiting_for_interaction",
+    "completed", "failed", "cancelled", "timed_out",
+]
+Level = Literal["debug", "info", "warn", "error"]
+Time = Annotated[int, BeforeValidator(parse_time)]
+
+
+def _check_message(value: str | None) -> str | None:
+    if value is not None and len(value.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"longer than {MAX_MESSAGE_BYTES} bytes")
+    return value
+
+
+def _check_labels(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and len(value) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels")
+    return value
+
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@\-]*$")]
+Message = Annotated[str, AfterValidator(_check_message)]
+LabelKey = Annotated[str, Field(min_length=1, max_length=128)]
+LabelValue = Annotated[str, Field(max_length=1024)]
+Labels = Annotated[dict[LabelKey, LabelValue], AfterValidator(_check_labels)]
+LabelsPatch = Annotated[dict[LabelKey, LabelValue | None], AfterValidator(_check_labels)]
+ToolPath = Annotated[str, Field(min_length=1, max_length=512)]
+Text = Annotated[str, Field(max_length=1_000_000)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class ExecutionCreate(_In):
+    id: Id | None = None
+    name: Annotated[str, Field(max_length=1024)] | None = None
+    status: Status = "running"
+    trigger_kind: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    trigger_meta: Any = None
+    code: Text | None = None
+    result: Any = None
+    error: Text | None = None
+    exit_code: int | None = Field(None, ge=-(2**31), lt=2**31)
+    progress_pct: float | None = Field(None, ge=0, le=100)
+    progress_stage: Annotated[str, Field(max_length=256)] | None = None
+    labels: Labels | None = None
+    created_at: Time | None = None
+    started_at: Time | None = None
+    completed_at: Time | None = None
+    rerun_of: Id | None = None
+
+
+class ExecutionPatch(_In):
+    name: Annotated[str, Field(max_length=1024)] | None = None
+    status: Status | None = None
+    result: Any = None
+    error: Text | None = None
+    exit_code: int | None = Field(None, ge=-(2**31), lt=2**31)
+    progress_pct: float | None = Field(None, ge=0, le=100)
+    progress_stage: Annotated[str, Field(max_length=256)] | None = None
+    labels: LabelsPatch | None = None
+    started_at: Time | None = None
+    completed_at: Time | None = None
+
+
+class ToolCallStart(_In):
+    id: Id | None = None
+    tool_path: ToolPath
+    parent_id: Id | None = None
+    status: Literal["running", "completed", "failed"] = "running"
+    args: Any = None
+    result: Any = None
+    error: Text | None = None
+    started_at: Time | None = None
+    completed_at: Time | None = None
+
+
+class ToolCallFinish(_In):
+    status: Literal["completed", "failed"] = "completed"
+    result: Any = None
+    error: Text | None = None
+    completed_at: Time | None = None
+
+
+class InteractionAsk(_In):
+    id: Id | None = None
+    kind: Literal["elicitation", "approval"] = "elicitation"
+    message: Message | None = None
+    request: Any = None
+    created_at: Time | None = None
+
+
+class InteractionResolve(_In):
+    action: Literal["accept", "decline", "cancel"]
+    response: Any = None
+
+
+class EventIn(_In):
+    ts: Time | None = None
+    level: Level = "info"
+    type: Literal["log", "stdout", "stderr", "artifact"] = "log"
+    message: Message | None = None
+    data: Any = None
+
+
+class EventsAppend(_In):
+    events: Annotated[list[EventIn], Field(min_length=1, max_length=MAX_EVENTS_PER_APPEND)]
+
+
+class IngestToolCall(ToolCallStart):
+    status: Literal["running", "completed", "failed"] | None = None  # type: ignore[assignment]
+
+
+class IngestInteraction(InteractionAsk):
+    status: Literal["pending", "resolved", "cancelled"] = "pending"
+    action: Literal["accept", "decline", "cancel"] | None = None
+    response: Any = None
+    resolved_at: Time | None = None
+
+
+class IngestEvent(EventIn):
+    type: Literal[EVENT_TYPES] = "log"  # type: ignore[valid-type]
+
+
+class IngestExecution(ExecutionCreate):
+    tool_calls: Annotated[list[IngestToolCall], Field(max_length=100_000)] = []
+    interactions: Annotated[list[IngestInteraction], Field(max_length=10_000)] = []
+    events: Annotated[list[IngestEvent], Field(max_length=100_000)] = []
+
+
+class IngestBatch(_In):
+    executions: Annotated[list[IngestExecution], Field(max_length=MAX_EXECUTIONS_PER_INGEST)]
