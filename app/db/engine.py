@@ -7,7 +7,7 @@ file lock; each write transaction starts with ``BEGIN IMMEDIATE`` so a second
 "database is locked" when it upgrades a read to a write. (Not StaticPool: that
 shares one connection between threads without serializing them.) The read
 engine has its own pool of query-only connections; in WAL mode readers never
-wait on the writer. PostgreSQL uses one engine for both.
+wait on the writer. PostgreSQL uses one pool for both.
 """
 
 from __future__ import annotations
@@ -75,7 +75,11 @@ def open_database(url: str, read_pool_size: int = 8) -> Database:
         _sqlite_listeners(read, begin="BEGIN", query_only=True)
         return Database(url, Dialect.SQLITE, write, read)
     engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
-    return Database(url, Dialect.POSTGRESQL, engine, engine)
+    # Reads share the pool but run REPEATABLE READ, READ ONLY: the several
+    # queries behind one list response (page, total, facets, timeline) then
+    # see one snapshot and agree with each other, as they do on SQLite.
+    read = engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    return Database(url, Dialect.POSTGRESQL, engine, read)
 
 
 def _sqlite_listeners(engine: Engine, *, begin: str, query_only: bool) -> None:
