@@ -32,6 +32,12 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     # Extra engine options for tests and benchmarks (e.g. a larger read pool).
     read_pool_size: int = 8
+    # Live: how often an idle server looks for other processes' writes on
+    # SQLite (PostgreSQL is woken by NOTIFY and polls only as a backstop).
+    live_poll_s: float = 0.25
+    live_backstop_s: float = 2.0
+    # How many messages a slow SSE client may have waiting before it is dropped.
+    live_queue_size: int = 1000
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -50,6 +56,8 @@ class Settings:
                     values[f.name] = _as_bool(raw)
                 elif f.type == "int":
                     values[f.name] = int(raw)
+                elif f.type == "float":
+                    values[f.name] = float(raw)
                 else:
                     values[f.name] = raw
             except ValueError as exc:

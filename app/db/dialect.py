@@ -50,8 +50,11 @@ def glob_match(dialect: Dialect, column: ColumnElement[str], pattern: str) -> Co
 def json_text_at(dialect: Dialect, column: ColumnElement[Any], key: str) -> ColumnElement[str]:
     """The text value at top-level ``key`` of a JSON object column."""
     if dialect is Dialect.SQLITE:
-        quoted = '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return func.json_extract(column, literal("$." + quoted))
+        # json_each rather than json_extract(column, '$."key"'): a path has no escape
+        # for '"', and SQLite before 3.45 compares a path's key with the key as stored
+        # (JSON-escaped, so a non-ASCII or '"' key never matched).
+        pairs = func.json_each(column).table_valued("key", "value")
+        return select(pairs.c.value).where(pairs.c.key == key).scalar_subquery()
     if dialect is Dialect.POSTGRESQL:
         return column.op("->>")(literal(key))
     assert_never(dialect)
@@ -98,5 +101,24 @@ def lock_feed(dialect: Dialect, conn: Connection) -> None:
         return
     if dialect is Dialect.POSTGRESQL:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": FEED_LOCK_KEY})
+        return
+    assert_never(dialect)
+
+
+FEED_CHANNEL = "runyard_feed"
+
+
+def notify_feed(dialect: Dialect, conn: Connection, last_event_id: int) -> None:
+    """Tell other processes that events up to ``last_event_id`` exist.
+
+    PostgreSQL delivers a NOTIFY at commit, so listeners never hear of rows
+    they cannot read yet. SQLite has no such channel; readers there poll the
+    newest event id instead.
+    """
+    if dialect is Dialect.SQLITE:
+        return
+    if dialect is Dialect.POSTGRESQL:
+        conn.execute(text("SELECT pg_notify(:c, :p)"),
+                     {"c": FEED_CHANNEL, "p": str(last_event_id)})
         return
     assert_never(dialect)

@@ -14,12 +14,12 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, text
 
-from app.db.dialect import lock_feed
+from app.db.dialect import lock_feed, notify_feed
 from app.db.engine import Database
 from app.db import models
 from app.store import executions as execs
 from app.store import ingest as bulk
-from app.store import listing, meta, questions, steps, trace
+from app.store import changes, listing, meta, questions, runview, steps, trace
 from app.store.errors import execution_not_found
 from app.store.feed import NewEvent, WriteLog, append
 from app.store.inputs import (
@@ -52,6 +52,8 @@ class Store:
         with self.db.write_engine.begin() as conn:
             lock_feed(self.dialect, conn)
             yield conn, log
+            if log.last_event_id:
+                notify_feed(self.dialect, conn, log.last_event_id)
         if log.last_event_id and self._on_commit is not None:
             self._on_commit(log)
 
@@ -184,5 +186,71 @@ class Store:
         with self._read() as conn:
             return conn.execute(select(func.max(models.events.c.id))).scalar() or 0
 
+    # -- change feed (for app.live) -----------------------------------------
+    def feed_after(self, after_id: int, limit: int = 1000,
+                   execution_id: str | None = None) -> list[dict[str, Any]]:
+        """Raw event rows after ``after_id`` in id order (of one run, when given)."""
+        with self._read() as conn:
+            return changes.events_after(conn, after_id, limit, execution_id)
+
+    def rows_and_tools(self, ids: list[str], with_tools: bool,
+                       ) -> tuple[dict[str, dict[str, Any]], dict[str, set[str]]]:
+        """Current rows of ``ids`` and, when asked, the tool paths each has called."""
+        with self._read() as conn:
+            rows = changes.rows_by_id(conn, self.dialect, ids)
+            tools = changes.tool_paths_by_run(conn, rows) if with_tools else {}
+        return rows, tools
+
+    def changed_rows_after(self, after_id: int, query: ListQuery, limit: int = 500,
+                           ) -> tuple[list[tuple[int, dict[str, Any]]], int | None]:
+        """Rows matching ``query`` changed after ``after_id`` (see ``changes``)."""
+        with self._read() as conn:
+            return changes.changed_rows_after(
+                conn, self.dialect, after_id, query.filter, limit)
+
+    def execution_status(self, execution_id: str) -> str:
+        """The current status of a run (``execution_not_found`` when unknown)."""
+        with self._read() as conn:
+            return str(execs.load(conn, execution_id)["status"])
+
+
+    # -- reads for the runs page (issue 3) ------------------------------------
+    def run_detail(self, execution_id: str, *, tab: str = "overview", ev_after: int = 0,
+                   ev_levels: tuple[str, ...] = (), ev_limit: int = 200) -> dict[str, Any]:
+        """One run (raw row) with its counts and what its drawer tab shows."""
+        with self._read() as conn:
+            return runview.run_detail(conn, execution_id, tab=tab, ev_after=ev_after,
+                                      ev_levels=ev_levels, ev_limit=ev_limit)
+
+    def events_page(self, execution_id: str, *, after: int = 0,
+                    levels: tuple[str, ...] = (), limit: int = 200,
+                    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of a run's events as raw rows, and the seq to continue from."""
+        with self._read() as conn:
+            return runview.events_page(conn, execution_id, after=after, levels=levels,
+                                       limit=limit)
+
+    def full_value(self, execution_id: str, part: str, ref: str) -> Any:
+        """One whole stored value of a run (for "show all")."""
+        with self._read() as conn:
+            return runview.full_value(conn, execution_id, part, ref)
+
+    def known_values(self, kind: str, cap: int = 1000) -> list[str]:
+        """Distinct tool paths or trigger kinds (at most ``cap``), in index order."""
+        with self._read() as conn:
+            return runview.known_values(conn, kind, cap)
+
+    def tool_counts(self, flt: runview.ExecutionFilter, paths: list[str],
+                    limit: int = 20) -> list[dict[str, Any]]:
+        """Disjunctive run counts for chosen tool paths (the rail's tool search)."""
+        with self._read() as conn:
+            return runview.tool_counts(conn, self.dialect, flt, paths, limit)
+
+    def count_runs(self, flt: runview.ExecutionFilter) -> int:
+        """How many runs match a filter."""
+        with self._read() as conn:
+            return runview.count_runs(conn, self.dialect, flt)
+
 
 __all__ = ["Store", "execution_not_found"]
+

@@ -1,0 +1,50 @@
+"""Hearing other processes' commits on PostgreSQL through ``LISTEN/NOTIFY``.
+
+Every write transaction that appends events sends ``NOTIFY runyard_feed`` with
+its last event id (delivered at commit; see ``app.db.dialect.notify_feed``).
+This task keeps one listening connection and republishes to the in-process
+notifier. A lost connection is retried; the hub's slow backstop poll covers
+anything missed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from app.db.dialect import FEED_CHANNEL
+from app.live.notifier import Notifier
+
+log = logging.getLogger("runyard.live")
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as plain libpq connection string."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def listen(url: str, notifier: Notifier) -> None:
+    """Forward notifications to ``notifier`` until cancelled."""
+    delay = 0.5
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                    libpq_url(url), autocommit=True) as conn:
+                await conn.execute(f"LISTEN {FEED_CHANNEL}")
+                delay = 0.5
+                # Catch up on whatever was committed while we were not listening.
+                notifier.publish(0)
+                async for note in conn.notifies():
+                    try:
+                        notifier.publish(int(note.payload))
+                    except ValueError:
+                        notifier.publish(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("LISTEN %s lost (%s); retrying in %.1fs", FEED_CHANNEL, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)

@@ -1,0 +1,87 @@
+"""Reading the change feed: events after a cursor, and the rows they changed.
+
+The live layer tails ``execution_event`` by id. Writers commit ids in order
+(see ``app.db.dialect.lock_feed``), so every id up to the newest one a reader
+sees is already committed: reading ``id > cursor`` never passes over a row
+that commits later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, or_, select
+
+from app.db.dialect import Dialect
+from app.db.models import events, executions, tool_calls
+from app.store.filters import ExecutionFilter
+
+# Events after which a run's list row looks different: its status, progress,
+# fields, tool-call count, elicitation flag, or error/warn counts changed.
+ROW_CHANGE_TYPES = (
+    "execution.created", "execution.status", "execution.updated", "execution.progress",
+    "tool_call.started", "interaction.requested",
+)
+COUNTED_LEVELS = ("warn", "error")
+
+
+def changes_row(event_type: str, level: str) -> bool:
+    """True when an event of this type and level changes the run's list row."""
+    return event_type in ROW_CHANGE_TYPES or level in COUNTED_LEVELS
+
+
+def events_after(conn: Connection, after_id: int, limit: int,
+                 execution_id: str | None = None) -> list[dict[str, Any]]:
+    """Events with ``id > after_id`` in id order (of one run, when given)."""
+    c = events.c
+    stmt = select(events).where(c.id > after_id)
+    if execution_id is not None:
+        stmt = stmt.where(c.execution_id == execution_id)
+    return [dict(r) for r in conn.execute(stmt.order_by(c.id).limit(limit)).mappings()]
+
+
+def rows_by_id(conn: Connection, dialect: Dialect, ids: Iterable[str],
+               flt: ExecutionFilter | None = None) -> dict[str, dict[str, Any]]:
+    """Current execution rows for ``ids`` (only those matching ``flt`` when given)."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    stmt = select(executions).where(executions.c.id.in_(wanted))
+    if flt is not None:
+        stmt = stmt.where(*flt.conditions(dialect))
+    return {r["id"]: dict(r) for r in conn.execute(stmt).mappings()}
+
+
+def tool_paths_by_run(conn: Connection, ids: Iterable[str]) -> dict[str, set[str]]:
+    """The distinct tool paths each run has called."""
+    wanted = list(dict.fromkeys(ids))
+    out: dict[str, set[str]] = {i: set() for i in wanted}
+    if not wanted:
+        return out
+    stmt = select(tool_calls.c.execution_id, tool_calls.c.tool_path).where(
+        tool_calls.c.execution_id.in_(wanted)).distinct()
+    for execution_id, path in conn.execute(stmt):
+        out[execution_id].add(path)
+    return out
+
+
+def changed_rows_after(conn: Connection, dialect: Dialect, after_id: int,
+                       flt: ExecutionFilter, limit: int,
+                       ) -> tuple[list[tuple[int, dict[str, Any]]], int | None]:
+    """Rows changed by events after ``after_id`` that match ``flt``, one per run at
+    the id of its newest change, in id order; and the id scanned up to (None
+    when the scan reached the end of the feed)."""
+    c = events.c
+    stmt = (select(c.id, c.execution_id)
+            .where(c.id > after_id,
+                   or_(c.type.in_(ROW_CHANGE_TYPES), c.level.in_(COUNTED_LEVELS)))
+            .order_by(c.id).limit(limit))
+    scanned = list(conn.execute(stmt))
+    newest: dict[str, int] = {}
+    for event_id, execution_id in scanned:
+        newest[execution_id] = event_id
+    rows = rows_by_id(conn, dialect, newest, flt)
+    out = sorted((newest[i], row) for i, row in rows.items())
+    reached = scanned[-1][0] if len(scanned) == limit else None
+    return out, reached

@@ -1,0 +1,126 @@
+"""Reads for the runs page: one run with its counts, single values, known names.
+
+Raw rows (times as epoch ms) on purpose: the page formats them itself. Every
+read is bounded: the known-values scan visits at most ``cap`` distinct values
+through the index (a loose index scan), never the whole table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, func, select, text
+
+from app.db.dialect import Dialect
+from app.db.models import events, executions, interactions, tool_calls
+from app.store.executions import load
+from app.store.filters import ExecutionFilter
+from app.store.trace import events_of, interactions_of, tool_calls_of
+
+# Column of each "known values" kind; fixed identifiers, never user input.
+_DISTINCT = {
+    "tool": ("execution_tool_call", "tool_path"),
+    "trigger": ("execution", "trigger_kind"),
+}
+
+
+def run_detail(conn: Connection, execution_id: str, *, tab: str, ev_after: int,
+               ev_levels: tuple[str, ...], ev_limit: int) -> dict[str, Any]:
+    """One run with what its drawer tab shows, and the counts every tab header needs."""
+    row = dict(load(conn, execution_id))
+    i = interactions.c
+    asked, pending = conn.execute(
+        select(func.count(), func.count().filter(i.status == "pending"))
+        .where(i.execution_id == execution_id)).one()
+    # seq is dense per run, so the highest one is the number of events.
+    event_total = conn.execute(select(func.max(events.c.seq)).where(
+        events.c.execution_id == execution_id)).scalar() or 0
+    out: dict[str, Any] = {
+        "execution": row, "interaction_count": asked, "pending_count": pending,
+        "event_total": event_total, "tool_calls": [], "interactions": [], "events": [],
+        "next_after_seq": None,
+    }
+    if tab == "tools":
+        out["tool_calls"] = tool_calls_of(conn, execution_id)
+    elif tab == "interactions":
+        out["interactions"] = interactions_of(conn, execution_id)
+    elif tab == "events":
+        out["events"], out["next_after_seq"] = events_of(
+            conn, execution_id, after_seq=ev_after, limit=ev_limit, levels=ev_levels)
+    return out
+
+
+def events_page(conn: Connection, execution_id: str, *, after: int, levels: tuple[str, ...],
+                limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    """A further page of the console (the run must exist)."""
+    load(conn, execution_id)
+    return events_of(conn, execution_id, after_seq=after, limit=limit, levels=levels)
+
+
+def full_value(conn: Connection, execution_id: str, part: str, ref: str) -> Any:
+    """One whole stored value for "show all": ``part`` names the row and column.
+
+    ``execution`` + code/result/error/trigger_meta/labels; ``tool_call`` + the
+    call id in ``ref`` and args/result/error encoded as ``id:column``;
+    ``interaction`` + ``id:request`` or ``id:response``; ``event`` +
+    ``seq:message`` or ``seq:data``. Returns ``KeyError`` for
+    an unknown part and ``LookupError`` for a missing row.
+    """
+    if part == "execution":
+        if ref not in ("code", "result", "error", "trigger_meta", "labels"):
+            raise KeyError(ref)
+        return load(conn, execution_id)[ref]
+    key, _, column = ref.rpartition(":")
+    if part == "tool_call" and column in ("args", "result", "error"):
+        table, where = tool_calls, tool_calls.c.id == key
+    elif part == "interaction" and column in ("request", "response"):
+        table, where = interactions, interactions.c.id == key
+    elif part == "event" and column in ("message", "data") and key.isdigit():
+        table, where = events, events.c.seq == int(key)
+    else:
+        raise KeyError(part)
+    row = conn.execute(select(table.c[column]).where(
+        table.c.execution_id == execution_id, where)).first()
+    if row is None:
+        raise LookupError(ref)
+    return row[0]
+
+
+def known_values(conn: Connection, kind: str, cap: int) -> list[str]:
+    """Up to ``cap`` distinct tool paths or trigger kinds, in index order.
+
+    A recursive "next value after this one" walk: ``cap`` index seeks instead
+    of a scan of every row, on both dialects.
+    """
+    table, column = _DISTINCT[kind]
+    sql = text(f"""
+        WITH RECURSIVE walk(v, n) AS (
+          SELECT (SELECT min({column}) FROM {table}), 1
+          UNION ALL
+          SELECT (SELECT min({column}) FROM {table} WHERE {column} > walk.v), n + 1
+          FROM walk WHERE walk.v IS NOT NULL AND n < :cap
+        )
+        SELECT v FROM walk WHERE v IS NOT NULL""")
+    return [v for (v,) in conn.execute(sql, {"cap": cap})]
+
+
+def tool_counts(conn: Connection, dialect: Dialect, flt: ExecutionFilter,
+                paths: list[str], limit: int) -> list[dict[str, Any]]:
+    """Runs per tool path for the given paths, under every filter but the tool one
+    (the rail's tool search: the same disjunctive count as the facet)."""
+    if not paths:
+        return []
+    t = tool_calls.c
+    runs = func.count(t.execution_id.distinct())
+    stmt = select(t.tool_path, runs).where(t.tool_path.in_(paths)).group_by(t.tool_path)
+    conds = flt.without("tool").conditions(dialect)
+    if conds:
+        stmt = stmt.where(t.execution_id.in_(select(executions.c.id).where(*conds)))
+    stmt = stmt.order_by(runs.desc(), t.tool_path).limit(limit)
+    return [{"value": v, "count": n} for v, n in conn.execute(stmt)]
+
+
+def count_runs(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> int:
+    """How many runs match (the list's "of M" without the rest of ``meta``)."""
+    return conn.execute(select(func.count()).select_from(executions).where(
+        *flt.conditions(dialect))).scalar_one()
