@@ -14,12 +14,12 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, text
 
+from app.db import models
 from app.db.dialect import lock_feed, notify_feed
 from app.db.engine import Database
-from app.db import models
+from app.store import changes, listing, meta, questions, runview, steps, trace
 from app.store import executions as execs
 from app.store import ingest as bulk
-from app.store import changes, listing, meta, questions, runview, steps, trace
 from app.store.errors import execution_not_found
 from app.store.feed import NewEvent, WriteLog, append
 from app.store.inputs import (

@@ -1,0 +1,129 @@
+"""The ``runyard`` command, run as a user runs it: a real process on a real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, inspect, text
+
+from app.db.engine import normalize_url
+
+# The installed console script when there is one, so its entry point is tested too.
+_SCRIPT = Path(sys.executable).with_name("runyard")
+RUNYARD = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "app.cli"]
+TABLES = {"execution", "execution_tool_call", "execution_interaction", "execution_event", "job"}
+
+
+def _env(**extra: str) -> dict[str, str]:
+    # The developer's own RUNYARD_* settings must not leak into these runs.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def runyard(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RUNYARD, *args], env=_env(**env), capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def _scalar(url: str, sql: str) -> Any:
+    engine = create_engine(normalize_url(url))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql)).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_serve_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
+    db = tmp_path / "runyard.db"
+    done = runyard("serve", "--host", "0.0.0.0", "--database-url", f"sqlite:///{db}")
+    assert done.returncode != 0
+    assert "refusing to listen on 0.0.0.0" in done.stderr
+    assert "token" in done.stderr
+    assert not db.exists(), "it refused before touching the database"
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/new/runyard.db"  # the folder does not exist yet
+    done = runyard("db", "upgrade", RUNYARD_DATABASE_URL=url)
+    assert done.returncode == 0, done.stderr
+    engine = create_engine(normalize_url(url))
+    try:
+        assert set(inspect(engine).get_table_names()) >= TABLES
+    finally:
+        engine.dispose()
+    assert _scalar(url, "SELECT version_num FROM alembic_version")
+
+
+def test_demo_writes_the_executions_asked_for(database_url: str) -> None:
+    done = runyard("demo", "--executions", "200", "--database-url", database_url)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 200 demo executions" in done.stdout
+    assert _scalar(database_url, "SELECT count(*) FROM execution") == 200
+    created = "SELECT count(*) FROM execution_event WHERE type = 'execution.created'"
+    assert _scalar(database_url, created) == 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert response.status == 200
+        return json.load(response)
+
+
+def _wait_until_up(proc: subprocess.Popen[str], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"runyard serve exited {proc.returncode}:\n{log.read_text()}")
+        try:
+            _get_json(url)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"runyard serve did not answer {url} within 60 s:\n{log.read_text()}")
+
+
+def test_serve_seeds_an_empty_database_and_answers(tmp_path: Path) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*RUNYARD, "serve", "--port", str(port)],
+            env=_env(RUNYARD_DATABASE_URL=f"sqlite:///{tmp_path}/runyard.db",
+                     RUNYARD_DEMO_EXECUTIONS="120"),
+            stdout=out, stderr=subprocess.STDOUT, text=True,
+        )
+    try:
+        _wait_until_up(proc, f"{base}/healthz", log)
+        assert _get_json(f"{base}/healthz") == {"ok": True}
+        listed = _get_json(f"{base}/api/executions?limit=5")
+        assert len(listed["executions"]) == 5
+        assert listed["meta"]["total"] == 120
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught.
+    assert proc.returncode in (0, -signal.SIGTERM), log.read_text()
+    assert "the database was empty: wrote 120 demo executions" in log.read_text()
