@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 # `serve` upgrades the schema first and seeds demo data into an empty database.
+# It listens on 127.0.0.1 only and runs commands (jobs) in-process: the demo
+# queues a few real ones.
 run: install
-	$(VENV)/bin/runyard serve
+	$(VENV)/bin/runyard serve --host 127.0.0.1 --allow-exec
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -62,6 +64,7 @@ test: install lint migrations chromium postgres
 
 bench: install
 	$(PY) bench/store.py
+	$(PY) bench/runner.py
 
 # Leaves data/ alone: it holds your database.
 clean:

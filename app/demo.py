@@ -123,3 +123,61 @@ def seed(store: Store, executions: int = 3000, days: int = 7, seed_value: int = 
                 "executions"]
             batch = []
     return written
+
+
+# Real commands for `make run` (exec allowed): short, harmless, and between
+# them they show output, progress, a failure, a timeout and an approval.
+DEMO_JOBS: tuple[dict[str, Any], ...] = (
+    {"name": "system info", "command": {"argv": ["uname", "-a"]}},
+    {"name": "build (demo)", "labels": {"env": "dev"}, "command": {"shell": (
+        'for i in 1 2 3 4 5 6 7 8 9 10; do '
+        'echo "::progress pct=$((i*10)) stage=step-$i::compiling module $i"; '
+        'echo "compiling module $i of 10"; sleep 1; done; echo "build ok"')}},
+    {"name": "config check (fails)", "command": {"shell": (
+        'echo "reading config"; echo "error: missing key region" >&2; exit 2')}},
+    {"name": "slow sync (times out)", "timeout_s": 5, "command": {"shell": (
+        'i=0; while true; do i=$((i+1)); echo "synced batch $i"; sleep 1; done')}},
+    {"name": "deploy preview (needs approval)", "requires_approval": True,
+     "command": {"shell": 'echo "deploying preview"; sleep 2; echo "deployed"'}},
+)
+
+
+def demo_jobs(store: Store) -> list[str]:
+    """Queue the demo commands; their execution ids."""
+    from app.store.inputs import JobSubmit
+    from app.store.jobs import Limits
+
+    ids = []
+    for job in DEMO_JOBS:
+        answer, _ = store.submit_job(
+            JobSubmit.model_validate({**job, "trigger_kind": "cli"}), Limits())
+        ids.append(answer["execution_id"])
+    return ids
+
+
+def send_otlp_demo(endpoint: str, runs: int = 5, seed_value: int = 7) -> tuple[int, int]:
+    """Record a few runs into a running server through the real OTLP exporter
+    (``app.recorder``), so OTLP-born runs show beside the others (issue 6).
+    Returns ``(runs recorded, spans dropped)``: dropped when nothing answers."""
+    from app import recorder
+
+    rng = random.Random(seed_value)
+    recorder.configure(endpoint=endpoint, service_name="runyard-demo", timeout=5.0)
+    try:
+        for index in range(runs):
+            name = rng.choice(NAMES)
+            try:
+                with recorder.execution(f"otlp {name}", trigger="otlp-demo",
+                                        source="opentelemetry") as run:
+                    for step in range(rng.randint(2, 6)):
+                        path = rng.choice(TOOLS)
+                        with run.tool_call(path, args={"run": index, "step": step}) as call:
+                            if rng.random() < 0.15:
+                                raise RuntimeError(rng.choice(ERRORS))
+                            call.result = {"items": rng.randint(0, 50)}
+            except RuntimeError:
+                pass  # recorded as a failed run; the demo goes on
+        recorder.flush(10)
+        return runs, recorder.dropped_spans()
+    finally:
+        recorder.shutdown()

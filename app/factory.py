@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,14 +17,29 @@ from app import api, web
 from app.api.body import BodyLimitMiddleware
 from app.api.errors import EXCEPTION_HANDLERS
 from app.db.dialect import Dialect
-from app.db.engine import open_database
+from app.db.engine import Database, open_database
 from app.live import routes as live_routes
 from app.live.hub import Hub
 from app.live.notifier import Notifier
 from app.live.pg_listen import listen
 from app.paths import STATIC_DIR
+from app.runner.pool import Pool
+from app.runner.retention import prune_forever
 from app.settings import Settings
 from app.store import Store
+from app.web import jobs as web_jobs
+
+
+async def _connections_back(db: Database, timeout_s: float = 5.0) -> None:
+    """Wait until every pooled connection is back. Cancelling a task that awaits
+    ``run_in_threadpool`` (the hub's tailer, on shutdown) does not stop its
+    thread; disposing the engines under that thread would orphan its connection
+    (psycopg then warns when it is collected)."""
+    pools = {id(e.pool): e.pool for e in (db.write_engine, db.read_engine)}.values()
+    deadline = time.monotonic() + timeout_s
+    while (any(getattr(p, "checkedout", lambda: 0)() for p in pools)
+           and time.monotonic() < deadline):
+        await asyncio.sleep(0.005)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -37,19 +53,32 @@ def create_app(settings: Settings) -> Starlette:
         postgres = db.dialect is Dialect.POSTGRESQL
         hub = Hub(store, notifier,
                   idle_poll_s=settings.live_backstop_s if postgres else settings.live_poll_s,
-                  coalesce_s=0.005, queue_size=settings.live_queue_size,
-                  render_row=getattr(app.state, "render_row", None))
+                  coalesce_s=0.002, queue_size=settings.live_queue_size)
         app.state.store, app.state.hub = store, hub
         await hub.start()
         listener = asyncio.create_task(listen(db.url, notifier)) if postgres else None
+        # Running commands (issue 5): workers in this process, and retention.
+        runner = Pool(store, settings) if settings.allow_exec else None
+        app.state.runner = runner
+        if runner is not None:
+            await runner.start()
+        stopping = asyncio.Event()
+        pruner = (asyncio.create_task(prune_forever(store, settings.retention_days, stopping))
+                  if settings.retention_days > 0 else None)
         try:
             yield
         finally:
+            stopping.set()
+            if pruner is not None:
+                await pruner
+            if runner is not None:
+                await runner.stop()
             if listener is not None:
                 listener.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
             await hub.stop()
+            await _connections_back(db)
             db.dispose()
 
     app = Starlette(
@@ -57,6 +86,8 @@ def create_app(settings: Settings) -> Starlette:
             *api.routes,
             *live_routes.routes,
             *web.routes,
+            # The page's job forms (issue 5); may move into app.web.routes.
+            *web_jobs.routes,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=[Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)],
@@ -64,4 +95,6 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # The page's renderings of rows and trace events, for `format=html` streams.
+    app.state.live_html = web.live_html
     return app

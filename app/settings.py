@@ -38,6 +38,25 @@ class Settings:
     live_backstop_s: float = 2.0
     # How many messages a slow SSE client may have waiting before it is dropped.
     live_queue_size: int = 1000
+    # Running commands (issue 5). The in-process pool of `serve --allow-exec`
+    # and `runyard worker` run this many jobs at once.
+    worker_concurrency: int = 4
+    # A claimed job's lease; its worker renews it (and reads cancel requests)
+    # every heartbeat, so a cancel takes at most a heartbeat to arrive.
+    worker_lease_s: float = 30.0
+    worker_heartbeat_s: float = 1.0
+    # How often an idle worker looks for jobs queued by other processes (on
+    # SQLite; PostgreSQL wakes it with NOTIFY and polls once a second).
+    worker_poll_s: float = 0.05
+    # SIGTERM, then SIGKILL this long after, to a job's whole process group.
+    worker_kill_grace_s: float = 5.0
+    # On shutdown: how long running jobs may finish before they are stopped.
+    worker_drain_s: float = 5.0
+    job_timeout_s: float = 600.0
+    job_max_timeout_s: float = 86_400.0
+    job_output_cap_bytes: int = 10 * 1024 * 1024
+    # Finished executions older than this are deleted (0: never).
+    retention_days: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -6,6 +6,7 @@ compare and to bucket in SQL on both dialects.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from datetime import UTC, datetime
@@ -38,6 +39,9 @@ def parse_time(value: object) -> int:
     """
     if isinstance(value, bool):
         raise ValueError("expected an RFC 3339 time or epoch milliseconds")
+    if isinstance(value, float) and not math.isfinite(value):
+        # int() of these raises OverflowError, which validators do not turn into a 422.
+        raise ValueError("time out of range (1970-01-01 to 9999-12-31)")
     if isinstance(value, int | float):
         ms = int(value)
     elif isinstance(value, str):

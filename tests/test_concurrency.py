@@ -114,3 +114,4 @@ def test_reads_do_not_wait_for_an_open_write(tmp_path: Path, sqlite_template: Pa
             writer.join()
     finally:
         store.db.dispose()
+

@@ -4,23 +4,34 @@ from __future__ import annotations
 
 import asyncio
 
-from app.live.hub import CLOSE, Message, Subscriber, run_message
+from app.live.hub import Batch, Message, Subscriber, run_message
+from app.live.routes import unsent
 
 
 def test_a_full_queue_closes_the_subscriber_instead_of_growing() -> None:
-    async def scenario() -> list[Message]:
+    async def scenario() -> tuple[bool, list[Batch] | None]:
         sub = Subscriber(queue_size=3)
         for i in range(10):
-            sub.offer(Message(i, "execution", "{}"))
-        assert sub.closed
-        drained = []
-        while not sub.queue.empty():
-            drained.append(sub.queue.get_nowait())
-        return drained
+            sub.offer(Batch.of([Message(i, "execution", "{}")]))
+        return sub.closed, await sub.take()
 
-    # Only the close marker is left: the stream ends and the client resumes
-    # from the table with Last-Event-ID, so nothing is lost and memory is bounded.
-    assert asyncio.run(scenario()) == [CLOSE]
+    # Nothing is kept: the stream ends and the client resumes from the table
+    # with Last-Event-ID, so nothing is lost and memory stays bounded.
+    assert asyncio.run(scenario()) == (True, None)
+
+
+def test_take_returns_everything_queued_and_unsent_skips_what_was_sent() -> None:
+    async def scenario() -> list[Batch] | None:
+        sub = Subscriber(queue_size=100)
+        sub.offer(Batch.of([Message(1, "execution", "a"), Message(2, "execution", "b")]))
+        sub.offer(Batch.of([Message(3, "execution", "c")]))
+        return await sub.take()
+
+    batches = asyncio.run(scenario())
+    assert batches is not None and [m.id for b in batches for m in b.messages] == [1, 2, 3]
+    wire, last = unsent(batches, 1)
+    assert last == 3
+    assert wire == batches[0].messages[1].wire + batches[1].wire
 
 
 def test_terminal_status_events_end_a_run_stream() -> None:

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from app.api import executions, openapi
+from app.api import executions, jobs, openapi, otlp
 from app.api.errors import error_response
 
 
@@ -24,5 +24,7 @@ async def healthz(request: Request) -> JSONResponse:
 routes: list[BaseRoute] = [
     Route("/healthz", healthz, methods=["GET"]),
     *executions.routes,
+    *jobs.routes,
     *openapi.routes,
+    *otlp.routes,
 ]

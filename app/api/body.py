@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -14,47 +15,90 @@ from app.api.errors import ApiError, error_response, validation_error
 M = TypeVar("M", bound=BaseModel)
 
 
+# Deeper than any real record needs, and far below the recursion limits of the
+# JSON encoders and decoders (ours, the drivers', the templates') that every
+# stored value passes through again on each read: a value that nests near them
+# could be written once and then break every page that lists it.
+MAX_DEPTH = 64
+_BAD_STRING = "strings may not contain NUL characters or lone surrogates"
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _bad_string_path(value: Any, path: list[Any]) -> list[Any] | None:
-    """The path of the first string (key or value) that databases cannot store:
-    a NUL character, or a lone UTF-16 surrogate that is not UTF-8."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found = _bad_string_path(k, [*path, k]) or _bad_string_path(v, [*path, k])
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found = _bad_string_path(v, [*path, i])
-            if found is not None:
-                return found
+def _finite(text: str) -> float:
+    # 1e400 is JSON but parses to inf, which neither PostgreSQL nor a JSON
+    # response can hold.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _unstorable(text: str) -> bool:
+    """True for a string databases cannot store: a NUL character, or a lone
+    UTF-16 surrogate that is not UTF-8."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _problem(value: Any, check_strings: bool) -> tuple[str, dict[str, Any]] | None:
+    """The first reason ``value`` cannot be stored and the path where it is:
+    nesting deeper than ``MAX_DEPTH``, or (with ``check_strings``) an unstorable
+    string, key or value. Iterative, so it cannot itself run out of stack."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if check_strings and _unstorable(node):
+                return _BAD_STRING, {"path": list(path)}
+            continue
+        if isinstance(node, dict):
+            children = list(node.items())
+        elif isinstance(node, list):
+            children = list(enumerate(node))
+        else:
+            continue
+        if len(path) >= MAX_DEPTH:
+            return (f"the body is nested deeper than {MAX_DEPTH} levels",
+                    {"path": list(path), "max_depth": MAX_DEPTH})
+        for key, _ in children:
+            if check_strings and isinstance(key, str) and _unstorable(key):
+                return _BAD_STRING, {"path": [*path, key]}
+        # Reversed, so the first problem in document order is the one reported.
+        stack.extend((child, (*path, key)) for key, child in reversed(children))
     return None
 
 
 def parse_json(raw: bytes) -> Any:
-    """Decode a JSON body strictly or raise ``invalid_json`` saying why."""
+    """Decode a JSON body strictly or raise ``invalid_json`` saying why; a value
+    that cannot be stored (too deep, NUL, lone surrogate) is ``invalid_body``."""
     try:
-        value = json.loads(raw, parse_constant=_no_constants)
+        # Strict UTF-8 (as RFC 8259 asks), not json.loads(bytes): that guesses
+        # UTF-16/32 and decodes with "surrogatepass", letting an encoded lone
+        # surrogate in unescaped, past the check below.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ApiError("invalid_json", f"the body is not UTF-8 JSON: {exc}") from None
+    try:
+        value = json.loads(text, parse_constant=_no_constants, parse_float=_finite)
     except RecursionError:
         raise ApiError("invalid_json", "the body is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise ApiError("invalid_json", f"the body is not JSON: {exc}") from None
-    lowered = raw.lower()
-    if b"\\u0000" in lowered or b"\\ud" in lowered:
-        path = _bad_string_path(value, [])
-        if path is not None:
-            raise ApiError("invalid_body",
-                           "strings may not contain NUL characters or lone surrogates",
-                           {"path": path})
+    lowered = text.lower()
+    check_strings = "\\u0000" in lowered or "\\ud" in lowered
+    # Nesting cannot be deeper than the number of brackets: most bodies skip the walk.
+    if check_strings or text.count("[") + text.count("{") > MAX_DEPTH:
+        problem = _problem(value, check_strings)
+        if problem is not None:
+            raise ApiError("invalid_body", *problem)
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -43,10 +44,18 @@ class ApiError(Exception):
         self.code, self.message, self.detail = code, message, detail or {}
 
 
+class _ErrorJSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        # ASCII with escapes: an error may echo a key or id from the request, and a
+        # lone surrogate in it cannot be encoded as UTF-8 (JSONResponse's choice).
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
+
+
 def error_response(code: str, message: str, detail: dict[str, Any] | None = None,
                    status: int | None = None) -> JSONResponse:
     """The JSON error response for ``code``."""
-    return JSONResponse(
+    return _ErrorJSON(
         {"error": {"code": code, "message": message, "detail": detail or {}}},
         status_code=status or STATUS_BY_CODE.get(code, 400),
     )

@@ -12,7 +12,9 @@ from starlette.routing import Route
 
 from app.api.body import read_model
 from app.api.errors import ApiError
+from app.exec_policy import exec_refusal
 from app.store import Store
+from app.store.errors import execution_not_found
 from app.store.inputs import (
     EVENT_TYPES,
     LEVELS,
@@ -41,6 +43,27 @@ async def _call(request: Request, fn: Callable[..., Any], *args: Any, **kwargs: 
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
+def _execution_id(request: Request) -> str:
+    """The execution id of the path. Ids never hold NUL, and PostgreSQL fails on
+    one instead of finding nothing, so such an id is answered here."""
+    execution_id: str = request.path_params["execution_id"]
+    if "\x00" in execution_id:
+        raise execution_not_found(execution_id)
+    return execution_id
+
+
+async def _part_id(request: Request, name: str, code: str, what: str) -> str:
+    """A tool call or interaction id of the path, NUL-checked like the execution id."""
+    execution_id = _execution_id(request)
+    part_id: str = request.path_params[name]
+    if "\x00" in part_id:
+        # An unknown execution is still the 404 to give.
+        await _call(request, _store(request).get_execution, execution_id)
+        raise ApiError(code, f"no {what} {part_id!r} in execution {execution_id!r}",
+                       {"execution_id": execution_id, name: part_id})
+    return part_id
+
+
 def _created(name: str, obj: dict[str, Any], created: bool) -> JSONResponse:
     return JSONResponse({name: obj}, status_code=201 if created else 200)
 
@@ -52,7 +75,7 @@ async def list_executions(request: Request) -> JSONResponse:
 
 async def get_execution(request: Request) -> JSONResponse:
     execution, pending = await _call(
-        request, _store(request).get_execution, request.path_params["execution_id"])
+        request, _store(request).get_execution, _execution_id(request))
     return JSONResponse({"execution": execution, "pending_interaction": pending})
 
 
@@ -65,49 +88,57 @@ async def create_execution(request: Request) -> JSONResponse:
 async def patch_execution(request: Request) -> JSONResponse:
     data = await read_model(request, ExecutionPatch)
     obj = await _call(request, _store(request).update_execution,
-                      request.path_params["execution_id"], data)
+                      _execution_id(request), data)
     return JSONResponse({"execution": obj})
 
 
 async def list_tool_calls(request: Request) -> JSONResponse:
     _no_params(request)
-    rows = await _call(request, _store(request).tool_calls, request.path_params["execution_id"])
+    rows = await _call(request, _store(request).tool_calls, _execution_id(request))
     return JSONResponse({"tool_calls": rows})
 
 
 async def start_tool_call(request: Request) -> JSONResponse:
     data = await read_model(request, ToolCallStart)
     obj, created = await _call(request, _store(request).start_tool_call,
-                               request.path_params["execution_id"], data)
+                               _execution_id(request), data)
     return _created("tool_call", obj, created)
 
 
 async def finish_tool_call(request: Request) -> JSONResponse:
     data = await read_model(request, ToolCallFinish)
+    tool_call_id = await _part_id(request, "tool_call_id", "tool_call_not_found", "tool call")
     obj = await _call(request, _store(request).finish_tool_call,
-                      request.path_params["execution_id"], request.path_params["tool_call_id"],
-                      data)
+                      _execution_id(request), tool_call_id, data)
     return JSONResponse({"tool_call": obj})
 
 
 async def list_interactions(request: Request) -> JSONResponse:
     _no_params(request)
     rows = await _call(request, _store(request).interactions,
-                       request.path_params["execution_id"])
+                       _execution_id(request))
     return JSONResponse({"interactions": rows})
 
 
 async def ask(request: Request) -> JSONResponse:
     data = await read_model(request, InteractionAsk)
     obj, created = await _call(request, _store(request).ask,
-                               request.path_params["execution_id"], data)
+                               _execution_id(request), data)
     return _created("interaction", obj, created)
 
 
 async def resolve(request: Request) -> JSONResponse:
     data = await read_model(request, InteractionResolve)
-    obj = await _call(request, _store(request).resolve, request.path_params["execution_id"],
-                      request.path_params["interaction_id"], data)
+    interaction_id = await _part_id(request, "interaction_id", "interaction_not_found",
+                                    "interaction")
+    # A job's approval runs or cancels a command: the job routes' rules apply (issue 5).
+    if await _call(request, _store(request).is_job_gate, _execution_id(request),
+                   interaction_id):
+        refusal = exec_refusal(request)
+        if refusal is not None:
+            raise ApiError("forbidden", *refusal)
+    obj = await _call(request, _store(request).resolve, _execution_id(request),
+                      interaction_id, data)
     return JSONResponse({"interaction": obj})
 
 
@@ -155,14 +186,14 @@ def _events_params(request: Request) -> dict[str, Any]:
 async def list_events(request: Request) -> JSONResponse:
     page = _events_params(request)
     rows, next_after = await _call(request, _store(request).events,
-                                   request.path_params["execution_id"], **page)
+                                   _execution_id(request), **page)
     return JSONResponse({"events": rows, "next_after_seq": next_after})
 
 
 async def append_events(request: Request) -> JSONResponse:
     data = await read_model(request, EventsAppend)
     written = await _call(request, _store(request).append_events,
-                          request.path_params["execution_id"], data)
+                          _execution_id(request), data)
     return JSONResponse({"events": written}, status_code=201)
 
 

@@ -25,6 +25,8 @@ from app.store.inputs import (
     IngestBatch,
     InteractionAsk,
     InteractionResolve,
+    JobAction,
+    JobSubmit,
     ToolCallFinish,
     ToolCallStart,
 )
@@ -188,11 +190,17 @@ class Health(BaseModel):
     ok: bool
 
 
+class JobAccepted(BaseModel):
+    execution_id: str
+    status: str
+
+
 _MODELS: list[type[BaseModel]] = [
     ExecutionCreate, ExecutionPatch, ToolCallStart, ToolCallFinish, InteractionAsk,
     InteractionResolve, EventsAppend, IngestBatch, ExecutionList, ExecutionDetail,
     ExecutionWrapped, ToolCallWrapped, InteractionWrapped, ToolCallList, InteractionList,
     EventPage, EventsWritten, IngestCounts, Error, Health,
+    JobSubmit, JobAction, JobAccepted,
 ]
 
 
@@ -257,7 +265,12 @@ def build_document() -> dict[str, Any]:
     body_errors = _errors(400, 404, 409, 413, 422)
     paths: dict[str, Any] = {
         "/healthz": {"get": {"summary": "Database health", "operationId": "healthz",
-                             "responses": {"200": _json(Health, "the database answers")}}},
+                             "responses": {"200": _json(Health, "the database answers"),
+                                           "503": _json(Error, "it does not")}}},
+        "/api/openapi.json": {"get": {
+            "summary": "This document", "operationId": "openapi",
+            "responses": {"200": {"description": "OpenAPI 3.1", "content": {
+                "application/json": {"schema": {"type": "object"}}}}}}},
         "/api/executions": {
             "get": {"summary": "List executions", "operationId": "listExecutions",
                     "parameters": LIST_PARAMS,
@@ -338,6 +351,12 @@ def build_document() -> dict[str, Any]:
                                    **_errors(400, 409, 413, 422)}},
         },
     }
+    paths.update(_job_paths())
+    paths.update(_otlp_paths())
+    # Answering a job's approval runs or cancels a command: 403 when that is off.
+    resolve = paths["/api/executions/{execution_id}/interactions/{interaction_id}/resolve"]
+    resolve["post"]["responses"]["403"] = _json(Error, "a job's approval, and running "
+                                                "commands is not allowed")
     return {
         "openapi": "3.1.0",
         "info": {"title": "Runyard", "version": "0.1.0",
@@ -346,6 +365,53 @@ def build_document() -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": schemas},
     }
+
+
+def _job_paths() -> dict[str, Any]:
+    """Running commands (issue 5): 403 whenever the server does not allow it."""
+    action = {"required": False, "content": {"application/json": {"schema": _ref(JobAction)}}}
+
+    def on_execution(summary: str, op: str, answer: str, *codes: int) -> dict[str, Any]:
+        return {"parameters": [EXEC_ID], "post": {
+            "summary": summary, "operationId": op, "requestBody": action,
+            "responses": {"202": _json(JobAccepted, answer), **_errors(400, 403, 404, *codes)}}}
+
+    return {
+        "/api/jobs": {"post": {
+            "summary": "Run a command as a job", "operationId": "submitJob",
+            "requestBody": _body(JobSubmit),
+            "responses": {"202": _json(JobAccepted, "queued, or waiting for approval"),
+                          "200": _json(JobAccepted, "the same idempotency_key again"),
+                          **_errors(400, 403, 413, 422)}}},
+        "/api/executions/{execution_id}/approve": on_execution(
+            "Approve a job waiting for approval", "approveJob", "queued", 409, 422),
+        "/api/executions/{execution_id}/reject": on_execution(
+            "Decline a job waiting for approval", "rejectJob", "cancelled", 409, 422),
+        "/api/executions/{execution_id}/cancel": on_execution(
+            "Cancel a queued or running job", "cancelJob",
+            "cancelled, or (running) the cancel was sent to its worker", 409, 422),
+        "/api/executions/{execution_id}/rerun": on_execution(
+            "Run a job's command again", "rerunJob", "the new execution", 409, 422),
+    }
+
+
+def _otlp_paths() -> dict[str, Any]:
+    """OTLP/HTTP trace ingest (issue 6): bodies and answers are OTLP messages."""
+    otlp_types = {"application/x-protobuf": {"schema": {"type": "string",
+                                                        "format": "binary"}},
+                  "application/json": {"schema": {"type": "object"}}}
+    return {"/v1/traces": {"post": {
+        "summary": "OTLP/HTTP trace export (ExportTraceServiceRequest, gzip allowed)",
+        "operationId": "exportTraces",
+        "requestBody": {"required": True, "content": otlp_types},
+        "responses": {
+            "200": {"description": "ExportTraceServiceResponse (partial_success when "
+                                   "spans were rejected)", "content": otlp_types},
+            "400": {"description": "google.rpc.Status: the body could not be decoded",
+                    "content": otlp_types},
+            "413": {"description": "the body (or its decompressed form) is too large",
+                    "content": otlp_types},
+            "415": _json(Error, "not application/x-protobuf or application/json")}}}}
 
 
 async def openapi(request: Request) -> JSONResponse:

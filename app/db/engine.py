@@ -82,6 +82,10 @@ def open_database(url: str, read_pool_size: int = 8) -> Database:
     return Database(url, Dialect.POSTGRESQL, engine, read)
 
 
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _sqlite_listeners(engine: Engine, *, begin: str, query_only: bool) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -97,6 +101,9 @@ def _sqlite_listeners(engine: Engine, *, begin: str, query_only: bool) -> None:
         if query_only:
             cur.execute("PRAGMA query_only=1")
         cur.close()
+        # SQLite's lower() folds ASCII only, so `q=émile` would miss "Émile"
+        # (PostgreSQL folds it). Replace it for this connection with Python's.
+        dbapi_conn.create_function("lower", 1, _lower, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:

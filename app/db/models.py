@@ -70,6 +70,8 @@ class Execution(Base):
     rerun_of: Mapped[str | None] = mapped_column(String(128))
 
     __table_args__ = (
+        # The drawer lists a run's re-runs (revision 0002).
+        Index("ix_execution_rerun_of", "rerun_of"),
         # The default list order, unscoped and scoped.
         Index("ix_execution_created_at_id", "created_at", "id"),
         Index("ix_execution_scope_id_created_at_id", "scope_id", "created_at", "id"),
@@ -164,6 +166,22 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[int | None] = mapped_column(BigInteger)
     idempotency_key: Mapped[str | None] = mapped_column(String(256), unique=True)
+    # Revision 0002 (issue 5): the queue and the hand-over between processes.
+    requires_approval: Mapped[bool] = mapped_column(Boolean, server_default="0")
+    # Set while the job waits to be claimed; the claim order. NULL otherwise.
+    queued_at: Mapped[int | None] = mapped_column(BigInteger)
+    # Read by the holder's lease renewal, so a cancel reaches another process.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default="0")
+    # The process group of the running attempt and its start time (clock ticks
+    # since boot, from /proc), so a worker on the same host can kill what a lost
+    # worker left behind without hitting a recycled pid.
+    pid: Mapped[int | None] = mapped_column(Integer)
+    pid_start: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_job_queued_at", "queued_at"),
+        Index("ix_job_lease_expires_at", "lease_expires_at"),
+    )
 
 
 executions = Execution.__table__

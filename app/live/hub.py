@@ -17,11 +17,12 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from app.live.notifier import Notifier
@@ -34,81 +35,119 @@ from app.store.records import event_out, execution_out
 log = logging.getLogger("runyard.live")
 
 RowRenderer = Callable[[dict[str, Any]], str]
+EventRenderer = Callable[[dict[str, Any]], str]
 
 
 @dataclass(frozen=True)
 class Message:
-    """One SSE message: its id (an event id), event name and data text."""
+    """One SSE message: its id (an event id), event name and data text.
+
+    ``wire`` is the encoded message, made once and shared by every subscriber
+    it goes to.
+    """
 
     id: int
     event: str
     data: str
     terminal: bool = False
+    wire: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        encoded = ServerSentEvent(data=self.data, event=self.event, id=str(self.id)).encode()
+        object.__setattr__(self, "wire", encoded)
 
 
-CLOSE = Message(-1, "close", "")
+@dataclass(frozen=True)
+class Batch:
+    """The messages one dispatch has for a subscriber, in id order, with their
+    bytes joined once: every subscriber of the same view is sent the same object."""
+
+    messages: tuple[Message, ...]
+    wire: bytes
+
+    @classmethod
+    def of(cls, messages: list[Message]) -> Batch:
+        return cls(tuple(messages), b"".join(m.wire for m in messages))
 
 
 @dataclass(eq=False)
 class Subscriber:
-    """One connected client's bounded queue."""
+    """One connected client's bounded queue of batches.
+
+    ``render`` turns a changed row (or an event, for a run's stream) into the
+    message data (None: JSON); subscribers with the same ``render_key`` share
+    one rendering. ``queue_size`` bounds the *messages* waiting, whatever the
+    batching.
+    """
 
     queue_size: int
     filter: ExecutionFilter | None = None
     execution_id: str | None = None
-    html: bool = False
-    queue: asyncio.Queue[Message] = field(init=False)
+    render: Callable[[dict[str, Any]], str] | None = None
+    render_key: str = ""
     closed: bool = False
+    _batches: deque[Batch] = field(default_factory=deque)
+    _pending: int = 0
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(self.queue_size)
-
-    def offer(self, message: Message) -> None:
-        """Queue a message; a full queue closes the subscriber instead of growing."""
+    def offer(self, batch: Batch) -> None:
+        """Queue a batch; a client this far behind is closed instead of buffered."""
         if self.closed:
             return
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
+        if self._pending + len(batch.messages) > self.queue_size:
             self.close()
+            return
+        self._batches.append(batch)
+        self._pending += len(batch.messages)
+        self._ready.set()
+
+    async def take(self) -> list[Batch] | None:
+        """Everything queued (waiting for something first); None once closed."""
+        while not self._batches and not self.closed:
+            self._ready.clear()
+            await self._ready.wait()
+        if self.closed:
+            return None
+        out = list(self._batches)
+        self._batches.clear()
+        self._pending = 0
+        return out
 
     def close(self) -> None:
         """End this subscriber's stream at its next read."""
-        if self.closed:
-            return
         self.closed = True
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(CLOSE)
+        self._batches.clear()
+        self._pending = 0
+        self._ready.set()
 
 
 class Hub:
     """The tailer and the subscribers of one process."""
 
     def __init__(self, store: Store, notifier: Notifier, *, idle_poll_s: float,
-                 coalesce_s: float, queue_size: int,
-                 render_row: RowRenderer | None = None) -> None:
+                 coalesce_s: float, queue_size: int) -> None:
         self.store = store
         self.notifier = notifier
         self.idle_poll_s = idle_poll_s
         self.coalesce_s = coalesce_s
         self.queue_size = queue_size
-        self.render_row = render_row
         self.head = 0
         self._lists: set[Subscriber] = set()
         self._runs: dict[str, set[Subscriber]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
 
     # -- subscribers --------------------------------------------------------
-    def subscribe_list(self, flt: ExecutionFilter, html: bool = False) -> Subscriber:
+    def subscribe_list(self, flt: ExecutionFilter, render: RowRenderer | None = None,
+                       render_key: str = "") -> Subscriber:
         """A subscriber to changed rows that match ``flt``."""
-        sub = Subscriber(self.queue_size, filter=flt, html=html)
+        sub = Subscriber(self.queue_size, filter=flt, render=render, render_key=render_key)
         self._lists.add(sub)
         return sub
 
-    def subscribe_run(self, execution_id: str) -> Subscriber:
+    def subscribe_run(self, execution_id: str,
+                      render: EventRenderer | None = None) -> Subscriber:
         """A subscriber to every event of one run."""
-        sub = Subscriber(self.queue_size, execution_id=execution_id)
+        sub = Subscriber(self.queue_size, execution_id=execution_id, render=render)
         self._runs[execution_id].add(sub)
         return sub
 
@@ -167,12 +206,19 @@ class Hub:
                 return
 
     async def _dispatch(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            subs = self._runs.get(row["execution_id"])
-            if subs:
-                message = run_message(row)
-                for sub in list(subs):
-                    sub.offer(message)
+        if self._runs:
+            by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for row in rows:
+                if row["execution_id"] in self._runs:
+                    by_run[row["execution_id"]].append(row)
+            for execution_id, run_rows in by_run.items():
+                plain: Batch | None = None
+                for sub in list(self._runs.get(execution_id, ())):
+                    if sub.render is None:
+                        plain = plain or Batch.of([run_message(r) for r in run_rows])
+                        sub.offer(plain)
+                    else:
+                        sub.offer(Batch.of([run_message(r, sub.render) for r in run_rows]))
         if not self._lists:
             return
         newest: dict[str, int] = {}
@@ -190,34 +236,40 @@ class Hub:
         for sub in self._lists:
             assert sub.filter is not None
             by_filter[sub.filter].append(sub)
-        encoded: dict[tuple[str, bool], Message] = {}
+        encoded: dict[tuple[str, str], Message] = {}
         for flt, subs in by_filter.items():
-            for event_id, row in changed:
-                if not flt.matches(row, tools.get(row["id"])):
-                    continue
-                for sub in subs:
-                    key = (row["id"], sub.html)
-                    if key not in encoded:
-                        encoded[key] = self.list_message(event_id, row, sub.html)
-                    sub.offer(encoded[key])
-
-    def list_message(self, event_id: int, row: dict[str, Any], html: bool) -> Message:
-        """The ``execution`` message for a changed row (JSON, or the row partial)."""
-        if html and self.render_row is not None:
-            data = self.render_row(row)
-        else:
-            data = json.dumps(execution_out(row), separators=(",", ":"))
-        return Message(event_id, "execution", data)
+            matched = [(i, row) for i, row in changed if flt.matches(row, tools.get(row["id"]))]
+            if not matched:
+                continue
+            batches: dict[str, Batch] = {}
+            for sub in subs:
+                if sub.render_key not in batches:
+                    messages = []
+                    for event_id, row in matched:
+                        key = (row["id"], sub.render_key)
+                        if key not in encoded:
+                            encoded[key] = list_message(event_id, row, sub.render)
+                        messages.append(encoded[key])
+                    batches[sub.render_key] = Batch.of(messages)
+                sub.offer(batches[sub.render_key])
 
 
-def run_message(row: dict[str, Any]) -> Message:
-    """The message for one event of a run's own stream."""
-    data = row.get("data")
+def list_message(event_id: int, row: dict[str, Any], render: RowRenderer | None) -> Message:
+    """The ``execution`` message for a changed row (JSON, or rendered by ``render``)."""
+    data = render(row) if render else json.dumps(execution_out(row), separators=(",", ":"))
+    return Message(event_id, "execution", data)
+
+
+def is_terminal(event: dict[str, Any]) -> bool:
+    """True for the event that ends a run: its terminal status change (or creation)."""
+    data = event.get("data")
     if not isinstance(data, dict):
-        data = {}
-    terminal = (
-        (row["type"] == "execution.status" and data.get("to") in TERMINAL)
-        or (row["type"] == "execution.created" and data.get("status") in TERMINAL)
-    )
-    return Message(row["id"], row["type"], json.dumps(event_out(row), separators=(",", ":")),
-                   terminal)
+        return False
+    return ((event["type"] == "execution.status" and data.get("to") in TERMINAL)
+            or (event["type"] == "execution.created" and data.get("status") in TERMINAL))
+
+
+def run_message(event: dict[str, Any], render: EventRenderer | None = None) -> Message:
+    """The message for one event of a run's own stream (JSON, or rendered)."""
+    data = render(event) if render else json.dumps(event_out(event), separators=(",", ":"))
+    return Message(event["id"], event["type"], data, is_terminal(event))

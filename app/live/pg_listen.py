@@ -10,6 +10,7 @@ anything missed meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import psycopg
@@ -31,8 +32,7 @@ async def listen(url: str, notifier: Notifier) -> None:
     delay = 0.5
     while True:
         try:
-            async with await psycopg.AsyncConnection.connect(
-                    libpq_url(url), autocommit=True) as conn:
+            async with await _connect(libpq_url(url)) as conn:
                 await conn.execute(f"LISTEN {FEED_CHANNEL}")
                 delay = 0.5
                 # Catch up on whatever was committed while we were not listening.
@@ -48,3 +48,15 @@ async def listen(url: str, notifier: Notifier) -> None:
             log.warning("LISTEN %s lost (%s); retrying in %.1fs", FEED_CHANNEL, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
+
+
+async def _connect(dsn: str) -> psycopg.AsyncConnection[object]:
+    """Connect; if shutdown cancels us meanwhile, close what the connect opened
+    (a half-made connection dropped on the floor leaks its socket)."""
+    connecting = asyncio.ensure_future(psycopg.AsyncConnection.connect(dsn, autocommit=True))
+    try:
+        return await asyncio.shield(connecting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await (await connecting).close()
+        raise

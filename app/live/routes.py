@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Protocol
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
 from app.api.errors import ApiError
-from app.live.hub import CLOSE, Hub, Subscriber, run_message
+from app.live.hub import Batch, EventRenderer, Hub, RowRenderer, list_message, run_message
 from app.store import Store
 from app.store.inputs import TERMINAL
 from app.store.params import parse_list_params
@@ -45,6 +45,27 @@ def _resume_id(request: Request) -> int | None:
     return value
 
 
+class HtmlRenderings(Protocol):
+    """What the web layer provides for ``format=html`` streams."""
+
+    def row_renderer(self, items: list[tuple[str, str]]) -> tuple[str, RowRenderer]:
+        """A renderer of list rows for a page showing ``items``, and a key naming it."""
+
+    def event_renderer(self, execution_id: str) -> EventRenderer:
+        """A renderer of one run's trace events (from the event alone: it runs on
+        the event loop, so it must not read the database)."""
+
+
+def _html(request: Request) -> HtmlRenderings | None:
+    if not _format(request):
+        return None
+    renderings: HtmlRenderings | None = getattr(request.app.state, "live_html", None)
+    if renderings is None:
+        raise ApiError("bad_parameter", "format=html is not available on this server",
+                       {"parameter": "format"})
+    return renderings
+
+
 def _format(request: Request) -> bool:
     values = request.query_params.getlist("format")
     if not values:
@@ -54,24 +75,22 @@ def _format(request: Request) -> bool:
     return values[0] == "html"
 
 
-def _sse(message: Any) -> ServerSentEvent:
-    return ServerSentEvent(data=message.data, event=message.event, id=str(message.id))
-
-
 async def list_stream(request: Request) -> EventSourceResponse:
     # A relative `from` is read once, here, at connect.
     query = parse_list_params(request.query_params.multi_items(), allowed_extra=STREAM_EXTRA)
     after = _resume_id(request)
-    html = _format(request)
+    html = _html(request)
     hub: Hub = request.app.state.hub
     store: Store = request.app.state.store
-    if html and hub.render_row is None:
-        raise ApiError("bad_parameter", "format=html is not available on this server",
-                       {"parameter": "format"})
-    sub = hub.subscribe_list(query.filter, html)
+    render: RowRenderer | None = None
+    key = ""
+    if html is not None:
+        page = [(n, v) for n, v in request.query_params.multi_items() if n not in STREAM_EXTRA]
+        key, render = html.row_renderer(page)
+    sub = hub.subscribe_list(query.filter, render, key)
     last = hub.head if after is None else after
 
-    async def messages() -> AsyncIterator[ServerSentEvent]:
+    async def messages() -> AsyncIterator[bytes | ServerSentEvent]:
         nonlocal last
         try:
             if after is not None:
@@ -79,15 +98,15 @@ async def list_stream(request: Request) -> EventSourceResponse:
                     page, reached = await run_in_threadpool(
                         store.changed_rows_after, last, query, BACKLOG_PAGE)
                     for event_id, row in page:
-                        yield _sse(hub.list_message(event_id, row, html))
+                        yield list_message(event_id, row, render).wire
                         last = max(last, event_id)
                     if reached is None:
                         break
                     last = max(last, reached)
-            async for message in _live(sub):
-                if message.id > last:
-                    last = message.id
-                    yield _sse(message)
+            while (batches := await sub.take()) is not None:
+                fresh, last = unsent(batches, last)
+                if fresh:
+                    yield fresh
         finally:
             hub.unsubscribe(sub)
 
@@ -97,22 +116,25 @@ async def list_stream(request: Request) -> EventSourceResponse:
 async def run_stream(request: Request) -> EventSourceResponse:
     execution_id = request.path_params["execution_id"]
     for name in request.query_params:
-        if name != "after":
-            raise ApiError("bad_parameter", f"unknown parameter {name!r}; accepted: after",
+        if name not in ("after", "format"):
+            raise ApiError("bad_parameter",
+                           f"unknown parameter {name!r}; accepted: after, format",
                            {"parameter": name})
     after = _resume_id(request) or 0
+    html = _html(request)
     hub: Hub = request.app.state.hub
     store: Store = request.app.state.store
     # 404 before the stream starts; and read the status before the backlog, so
     # a run seen as ended has all its events in the backlog that follows.
     status = await run_in_threadpool(store.execution_status, execution_id)
-    sub = hub.subscribe_run(execution_id)
+    render = html.event_renderer(execution_id) if html is not None else None
+    sub = hub.subscribe_run(execution_id, render)
 
     def end() -> ServerSentEvent:
         # No id: a client's Last-Event-ID stays at the last real event.
         return ServerSentEvent(data=json.dumps({"execution_id": execution_id}), event="end")
 
-    async def messages() -> AsyncIterator[ServerSentEvent]:
+    async def messages() -> AsyncIterator[bytes | ServerSentEvent]:
         last = after
         ended = status in TERMINAL
         try:
@@ -120,8 +142,8 @@ async def run_stream(request: Request) -> EventSourceResponse:
                 rows = await run_in_threadpool(
                     store.feed_after, last, BACKLOG_PAGE, execution_id)
                 for row in rows:
-                    message = run_message(row)
-                    yield _sse(message)
+                    message = await run_in_threadpool(run_message, row, render)
+                    yield message.wire
                     last = message.id
                     ended = ended or message.terminal
                 if len(rows) < BACKLOG_PAGE:
@@ -129,25 +151,34 @@ async def run_stream(request: Request) -> EventSourceResponse:
             if ended:
                 yield end()
                 return
-            async for message in _live(sub):
-                if message.id > last:
-                    last = message.id
-                    yield _sse(message)
-                    if message.terminal:
-                        yield end()
-                        return
+            while (batches := await sub.take()) is not None:
+                messages = [m for b in batches for m in b.messages if m.id > last]
+                if not messages:
+                    continue
+                last = messages[-1].id
+                ending = next((i for i, m in enumerate(messages) if m.terminal), None)
+                if ending is not None:
+                    yield b"".join(m.wire for m in messages[:ending + 1])
+                    yield end()
+                    return
+                yield b"".join(m.wire for m in messages)
         finally:
             hub.unsubscribe(sub)
 
     return EventSourceResponse(messages(), ping=PING_S, send_timeout=SEND_TIMEOUT_S)
 
 
-async def _live(sub: Subscriber) -> AsyncIterator[Any]:
-    while True:
-        message = await sub.queue.get()
-        if message is CLOSE:
-            return
-        yield message
+def unsent(batches: list[Batch], last: int) -> tuple[bytes, int]:
+    """The bytes of every message after ``last`` (whole shared batches where
+    possible), and the new ``last``."""
+    parts: list[bytes] = []
+    for batch in batches:
+        if batch.messages[0].id > last:
+            parts.append(batch.wire)
+        else:
+            parts.extend(m.wire for m in batch.messages if m.id > last)
+        last = max(last, batch.messages[-1].id)
+    return b"".join(parts), last
 
 
 routes: list[BaseRoute] = [

@@ -17,7 +17,19 @@ from sqlalchemy import Connection, func, select, text
 from app.db import models
 from app.db.dialect import lock_feed, notify_feed
 from app.db.engine import Database
-from app.store import changes, listing, meta, questions, runview, steps, trace
+from app.store import (
+    changes,
+    jobs,
+    leases,
+    listing,
+    meta,
+    questions,
+    retention,
+    runview,
+    spans,
+    steps,
+    trace,
+)
 from app.store import executions as execs
 from app.store import ingest as bulk
 from app.store.errors import execution_not_found
@@ -29,6 +41,7 @@ from app.store.inputs import (
     IngestBatch,
     InteractionAsk,
     InteractionResolve,
+    JobSubmit,
     ToolCallFinish,
     ToolCallStart,
 )
@@ -146,7 +159,8 @@ class Store:
                 data: InteractionResolve) -> dict[str, Any]:
         """Answer an interaction."""
         with self._write() as (conn, log):
-            row = questions.resolve(conn, log, execution_id, interaction_id, data)
+            # A job's approval gate queues or cancels the job (issue 5).
+            row = jobs.resolve_interaction(conn, log, execution_id, interaction_id, data)
         return interaction_out(row)
 
     def interactions(self, execution_id: str) -> list[dict[str, Any]]:
@@ -246,10 +260,137 @@ class Store:
         with self._read() as conn:
             return runview.tool_counts(conn, self.dialect, flt, paths, limit)
 
+    def tool_call(self, execution_id: str, tool_call_id: str) -> dict[str, Any]:
+        """One tool call of a run as a raw row (args, result and error included)."""
+        with self._read() as conn:
+            return runview.tool_call(conn, execution_id, tool_call_id)
+
+    def page_meta(self, flt: runview.ExecutionFilter) -> dict[str, Any]:
+        """Total, facets and timeline in one snapshot, plus the page's slow threshold."""
+        with self._read() as conn:
+            return runview.page_meta(conn, self.dialect, flt)
+
     def count_runs(self, flt: runview.ExecutionFilter) -> int:
         """How many runs match a filter."""
         with self._read() as conn:
             return runview.count_runs(conn, self.dialect, flt)
+
+
+    # -- jobs (issue 5) -------------------------------------------------------
+    @contextmanager
+    def _write_quiet(self) -> Iterator[Connection]:
+        """A write that appends no event, so it skips the feed lock: lease renewals
+        are frequent and must never queue behind a burst of feed writes."""
+        with self.db.write_engine.begin() as conn:
+            yield conn
+
+    def submit_job(self, data: JobSubmit, limits: jobs.Limits, scope_id: str = "default",
+                   ) -> tuple[dict[str, Any], bool]:
+        """Queue a command (or hold it for approval); ``(answer, created)``."""
+        with self._write() as (conn, log):
+            return jobs.submit(conn, log, data, limits, scope_id=scope_id)
+
+    def rerun_job(self, execution_id: str, limits: jobs.Limits,
+                  trigger_kind: str = "http") -> dict[str, Any]:
+        """A new execution of a job's command, linked by ``rerun_of``."""
+        with self._write() as (conn, log):
+            return jobs.rerun(conn, log, execution_id, limits, trigger_kind)
+
+    def decide_approval(self, execution_id: str, accept: bool,
+                        reason: str | None = None) -> dict[str, Any]:
+        """Approve (queue) or reject (cancel) a job waiting for approval."""
+        with self._write() as (conn, log):
+            return jobs.decide(conn, log, execution_id, accept, reason)
+
+    def cancel_job(self, execution_id: str, reason: str | None = None,
+                   ) -> tuple[dict[str, Any], str | None]:
+        """Cancel a job; ``(answer, lease owner to stop it or None)``."""
+        with self._write() as (conn, log):
+            return jobs.request_cancel(conn, log, execution_id, reason)
+
+    def job_view(self, execution_id: str) -> dict[str, Any] | None:
+        """A job's controls for the drawer (None for a run that is not a job)."""
+        with self._read() as conn:
+            execs.load(conn, execution_id)
+            return jobs.job_view(conn, execution_id)
+
+    def is_job_gate(self, execution_id: str, interaction_id: str) -> bool:
+        """True when the interaction is the approval a job waits on: answering it
+        runs (or cancels) a command, so it needs the right to run commands."""
+        with self._read() as conn:
+            return jobs.is_gate(conn, execution_id, interaction_id)
+
+    def has_queued_jobs(self) -> bool:
+        """True when a job waits to be claimed (a read: cheap to ask often)."""
+        with self._read() as conn:
+            return leases.has_queued(conn)
+
+    def claim_job(self, owner: str, lease_ms: int) -> leases.Claimed | None:
+        """Claim the oldest queued job for ``owner``, or None."""
+        with self._write() as (conn, log):
+            return leases.claim(conn, log, self.dialect, owner, lease_ms)
+
+    def renew_leases(self, owner: str, ids: list[str],
+                     lease_ms: int) -> dict[str, tuple[bool, str]]:
+        """Extend ``owner``'s leases; ``{id: (cancel_requested, status)}`` of those held."""
+        if not ids:
+            return {}
+        with self._write_quiet() as conn:
+            return leases.renew(conn, self.dialect, owner, ids, lease_ms)
+
+    def append_job_output(self, execution_id: str, owner: str, out: leases.Output) -> None:
+        """Append a batch of a job's output (``LeaseLost`` when no longer held)."""
+        with self._write() as (conn, log):
+            leases.append_output(conn, log, self.dialect, execution_id, owner, out)
+
+    def finish_job(self, execution_id: str, owner: str, out: leases.Output,
+                   ending: leases.Ending) -> bool:
+        """Record the last output and how the job ended; False when not held."""
+        with self._write() as (conn, log):
+            return leases.finish(conn, log, self.dialect, execution_id, owner, out, ending)
+
+    def release_job(self, execution_id: str, owner: str, out: leases.Output, error: str,
+                    why: str) -> str | None:
+        """Give an unfinished job back: retried or failed with ``error``."""
+        with self._write() as (conn, log):
+            return leases.release(conn, log, self.dialect, execution_id, owner, out, error,
+                                  why)
+
+    def expired_leases(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Leased jobs whose lease ran out."""
+        with self._read() as conn:
+            return leases.expired(conn, self.dialect, limit)
+
+    def leases_held_by(self, owner_prefix: str) -> list[dict[str, Any]]:
+        """Leased jobs whose owner id starts with ``owner_prefix``."""
+        with self._read() as conn:
+            return leases.held_by(conn, owner_prefix)
+
+    def take_over_job(self, execution_id: str, lost_owner: str, owner: str, lease_ms: int,
+                      only_if_expired: bool = True) -> dict[str, Any] | None:
+        """Move a lost worker's lease to ``owner``; the job row as it was, or None."""
+        with self._write_quiet() as conn:
+            return leases.take_over(conn, self.dialect, execution_id, lost_owner, owner,
+                                    lease_ms, only_if_expired=only_if_expired)
+
+    def recover_job(self, execution_id: str, owner: str, lost_owner: str) -> str | None:
+        """Retry or fail (``worker_lost``) a job taken over; its new status."""
+        with self._write() as (conn, log):
+            return leases.recover(conn, log, execution_id, owner, lost_owner)
+
+    def prune_step(self, cutoff_ms: int, runs: int = 50,
+                   rows: int = 2000) -> retention.Pruned:
+        """One short transaction of retention (see ``app.store.retention``)."""
+        # The feed lock: an append to a run must not race its deletion.
+        with self._write() as (conn, _log):
+            return retention.prune_step(conn, cutoff_ms, runs, rows)
+
+    # -- OpenTelemetry (issue 6) ---------------------------------------------
+    def write_traces(self, traces: list[Any], scope_id: str = "default") -> dict[str, int]:
+        """Write mapped OTLP traces (``app.otlp.mapping.Trace``) in one transaction;
+        idempotent on trace and span ids. Counts of rows newly written."""
+        with self._write() as (conn, log):
+            return spans.write_traces(conn, log, traces, scope_id)
 
 
 __all__ = ["Store", "execution_not_found"]

@@ -17,6 +17,16 @@ from app.store.errors import BadParameter
 SORTS = ("created_at:desc", "created_at:asc", "duration_ms:desc", "duration_ms:asc")
 
 
+def _storable(text: str) -> bool:
+    """False for text no stored id can hold: a NUL (PostgreSQL text refuses it) or a
+    lone surrogate (JSON escapes can make one; no database can encode it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
 @dataclass(frozen=True)
 class Cursor:
     sort: str
@@ -39,7 +49,7 @@ class Cursor:
         ok = (
             isinstance(data, list) and len(data) == 3 and data[0] in SORTS
             and (data[1] is None or (type(data[1]) is int and 0 <= data[1] < 2**63))
-            and isinstance(data[2], str) and len(data[2]) <= 128
+            and isinstance(data[2], str) and len(data[2]) <= 128 and _storable(data[2])
             and (data[1] is not None or data[0].startswith("duration_ms"))
         )
         if not ok:

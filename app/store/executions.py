@@ -58,11 +58,14 @@ def create(conn: Connection, log: WriteLog, data: ExecutionCreate,
             select(executions).where(executions.c.id == data.id)
         ).mappings().first()
         if existing is not None:
-            same = all(existing[k] == getattr(data, k) for k in _IDENTITY)
+            # Ids are global: another scope's run is never "this" run retried (and
+            # answering with it would show one scope's data to another).
+            same = existing["scope_id"] == scope_id and all(
+                existing[k] == getattr(data, k) for k in _IDENTITY)
             if not same:
                 raise Conflict(
                     f"an execution with id {data.id!r} already exists with a different "
-                    "name, trigger_kind or code",
+                    "scope, name, trigger_kind or code",
                     {"execution_id": data.id}, code="already_exists",
                 )
             return dict(existing), False

@@ -67,7 +67,7 @@ class ExecutionFilter:
         if self.trigger:
             out.append(_trigger_in(self.trigger))
         if self.not_trigger:
-            out.append(not_(_trigger_in(self.not_trigger)))
+            out.append(_trigger_not_in(self.not_trigger))
         if self.tool:
             out.append(_calls_any(dialect, self.tool))
         if self.not_tool:
@@ -133,6 +133,16 @@ def _trigger_in(values: tuple[str, ...]) -> ColumnElement[bool]:
     if UNKNOWN_TRIGGER in values:
         parts.append(e.trigger_kind.is_(None))
     return or_(*parts) if parts else false()
+
+
+def _trigger_not_in(values: tuple[str, ...]) -> ColumnElement[bool]:
+    # Not NOT(_trigger_in): "NULL IN (...)" is NULL, so that would also drop
+    # every run without a trigger, which "unknown" not being excluded must keep.
+    named = [v for v in values if v != UNKNOWN_TRIGGER]
+    if UNKNOWN_TRIGGER in values:
+        return and_(e.trigger_kind.is_not(None), e.trigger_kind.not_in(named)) if named \
+            else e.trigger_kind.is_not(None)
+    return or_(e.trigger_kind.is_(None), e.trigger_kind.not_in(named))
 
 
 def _calls_any(dialect: Dialect, patterns: tuple[str, ...]) -> ColumnElement[bool]:

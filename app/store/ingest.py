@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
 
+from app.db.dialect import Dialect, insert_many
 from app.db.models import events, executions, interactions, tool_calls
 from app.ids import new_id
 from app.store.errors import Conflict
@@ -94,11 +95,12 @@ def ingest(conn: Connection, log: WriteLog, batch: IngestBatch,
             continue
         seen.add(execution_id)
         _rows(x, execution_id, scope_id, now, out)
+    dialect = Dialect(conn.dialect.name)
     try:
         for name, table in (("executions", executions), ("tool_calls", tool_calls),
                             ("interactions", interactions), ("events", events)):
             if out[name]:
-                conn.execute(insert(table), out[name])
+                insert_many(dialect, conn, table, out[name])
     except IntegrityError as exc:
         raise Conflict(
             "a tool call or interaction id in this batch already exists "

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from app.times import parse_time
 
@@ -164,3 +171,61 @@ class IngestExecution(ExecutionCreate):
 
 class IngestBatch(_In):
     executions: Annotated[list[IngestExecution], Field(max_length=MAX_EXECUTIONS_PER_INGEST)]
+
+
+# -- jobs (issue 5) ----------------------------------------------------------
+
+MAX_ARGV = 4096
+MAX_ENV = 256
+MAX_JOB_ATTEMPTS = 10
+
+
+def _no_nul(value: str) -> str:
+    # exec() cannot pass a NUL inside an argument, and PostgreSQL text cannot
+    # store one: refuse it with the field's path rather than fail later.
+    if "\x00" in value:
+        raise ValueError("may not contain NUL characters")
+    return value
+
+
+Arg = Annotated[str, Field(max_length=131_072), AfterValidator(_no_nul)]
+EnvName = Annotated[str, Field(min_length=1, max_length=256,
+                               pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class JobCommand(_In):
+    """Exactly one of ``argv`` (run as is, no shell) or ``shell`` (``/bin/sh -c``)."""
+
+    argv: Annotated[list[Arg], Field(min_length=1, max_length=MAX_ARGV)] | None = None
+    shell: Annotated[str, Field(min_length=1, max_length=1_000_000),
+                     AfterValidator(_no_nul)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> JobCommand:
+        if (self.argv is None) == (self.shell is None):
+            raise ValueError('give exactly one of "argv" (a list) or "shell" (a string)')
+        if self.argv is not None and not self.argv[0]:
+            raise ValueError("argv[0] (the program) may not be empty")
+        return self
+
+
+class JobSubmit(_In):
+    """``POST /api/jobs``: a command to run as a new execution."""
+
+    command: JobCommand
+    cwd: Annotated[str, Field(min_length=1, max_length=4096),
+                   AfterValidator(_no_nul)] | None = None
+    env: Annotated[dict[EnvName, Arg], Field(max_length=MAX_ENV)] | None = None
+    timeout_s: float | None = Field(None, gt=0, le=31_536_000)
+    name: Annotated[str, Field(max_length=1024)] | None = None
+    labels: Labels | None = None
+    requires_approval: bool = False
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    max_attempts: int = Field(1, ge=1, le=MAX_JOB_ATTEMPTS)
+    trigger_kind: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+
+class JobAction(_In):
+    """The optional body of approve, reject, cancel and re-run: why, for the record."""
+
+    reason: Message | None = None

@@ -6,11 +6,12 @@ the numbers agree with each other; nothing loads rows into Python.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Connection, func, literal, select
+from sqlalchemy import BigInteger, Connection, cast, func, literal, select, true
 
-from app.db.dialect import Dialect, percentiles
+from app.db.dialect import Dialect, groups_by_sorting, percentiles
 from app.db.models import executions, tool_calls
 from app.store.filters import UNKNOWN_TRIGGER, ExecutionFilter
 from app.store.inputs import STATUSES
@@ -43,19 +44,57 @@ def _facet(conn: Connection, dialect: Dialect, flt: ExecutionFilter,
     return [(v, n) for v, n in conn.execute(stmt)]
 
 
+def _time_only(flt: ExecutionFilter) -> bool:
+    """True when ``flt`` holds no condition but a ``created_at`` range, which the
+    (status, created_at) and (trigger_kind, created_at) indexes test by themselves."""
+    return replace(flt, from_ms=None, to_ms=None).is_empty()
+
+
+def _by_ranges(dialect: Dialect, flt: ExecutionFilter) -> bool:
+    """Count (status, created_at) index ranges one by one instead of one GROUP BY?
+
+    Only where a GROUP BY sorts (SQLite), and only when that index alone tests
+    every condition: another condition could lead each count to another index.
+    """
+    return groups_by_sorting(dialect) and _time_only(replace(flt, status=(), not_status=()))
+
+
+def _status_counts(conn: Connection, dialect: Dialect,
+                   flt: ExecutionFilter) -> dict[str, int]:
+    if not _by_ranges(dialect, flt):
+        return dict(_facet(conn, dialect, flt, e.status))
+    # One count per status, each reading only its own range of the (status,
+    # created_at) index: SQLite would answer the GROUP BY by walking the whole
+    # index, all of it for a 24 h range too.
+    conds = flt.conditions(dialect)
+    stmt = select(*[
+        select(func.count()).select_from(executions).where(e.status == s, *conds)
+        .scalar_subquery() for s in STATUSES])
+    return dict(zip(STATUSES, conn.execute(stmt).one(), strict=True))
+
+
 def _ranked(pairs: list[tuple[str, int]]) -> list[dict[str, Any]]:
     return [{"value": v, "count": n} for v, n in sorted(pairs, key=lambda p: (-p[1], p[0]))]
 
 
 def facets(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> dict[str, Any]:
     """Each facet's counts under every filter except its own."""
-    by_status = dict(_facet(conn, dialect, flt.without("status"), e.status))
+    by_status = _status_counts(conn, dialect, flt.without("status"))
     status = _ranked([(s, by_status.get(s, 0)) for s in STATUSES])
 
-    trigger_col = func.coalesce(e.trigger_kind, literal(UNKNOWN_TRIGGER))
+    # With no condition, group on the bare column: SQLite reads it in
+    # (trigger_kind, created_at) index order, where grouping on coalesce(...)
+    # sorts every row. With a condition keep coalesce(...): the bare column
+    # would make SQLite walk that whole index (reading every row to test a
+    # condition it does not hold) instead of reading only the matching rows.
+    # No trigger counts as "unknown", together with a trigger literally so named.
+    trigger_flt = flt.without("trigger")
+    trigger_col = (e.trigger_kind if trigger_flt.is_empty()
+                   else func.coalesce(e.trigger_kind, literal(UNKNOWN_TRIGGER)))
     triggers: dict[str, int] = {}
-    for value, n in _facet(conn, dialect, flt.without("trigger"), trigger_col):
-        triggers[value] = triggers.get(value, 0) + n
+    for value, n in _facet(conn, dialect, trigger_flt, trigger_col):
+        key = UNKNOWN_TRIGGER if value is None else value
+        triggers[key] = triggers.get(key, 0) + n
     trigger = _ranked(list(triggers.items()))
 
     by_elicitation = {bool(v): n for v, n in
@@ -84,8 +123,11 @@ def timeline(conn: Connection, dialect: Dialect, flt: ExecutionFilter,
     if start is None or end is None:
         lo, hi = (None, None)
         if total:
-            lo, hi = conn.execute(
-                select(func.min(e.created_at), func.max(e.created_at)).where(*conds)).one()
+            # Two subqueries: a lone min() or max() is one index lookup, where
+            # min() and max() in one SELECT scan every matching row.
+            lo, hi = conn.execute(select(
+                select(func.min(e.created_at)).where(*conds).scalar_subquery(),
+                select(func.max(e.created_at)).where(*conds).scalar_subquery())).one()
         if start is None:
             start = lo
         if end is None:
@@ -98,20 +140,47 @@ def timeline(conn: Connection, dialect: Dialect, flt: ExecutionFilter,
     width = bucket_width(max(0, end - start))
     if end <= start:
         return {"bucket_ms": width, "from": format_ms(start), "to": format_ms(end), "buckets": []}
-    bucket = (e.created_at // width) * width
-    counts: dict[int, dict[str, int]] = {}
-    stmt = select(bucket.label("b"), e.status, func.count()).where(*conds).group_by(
-        bucket, e.status)
-    for b, status, n in conn.execute(stmt):
-        counts.setdefault(int(b), {})[status] = n
     first = (start // width) * width
     last = ((end - 1) // width) * width
+    counts = _bucket_counts(conn, dialect, flt, first, last, width)
     buckets = [
         {"start": format_ms(b), "counts": counts.get(b, {})}
         for b in range(first, last + 1, width)
     ]
     return {"bucket_ms": width, "from": format_ms(start), "to": format_ms(end),
             "buckets": buckets}
+
+
+def _bucket_counts(conn: Connection, dialect: Dialect, flt: ExecutionFilter, first: int,
+                   last: int, width: int) -> dict[int, dict[str, int]]:
+    """Matching rows per bucket start and status (every matching row lies in
+    ``first`` to ``last + width``: the range was made to cover them)."""
+    conds = flt.conditions(dialect)
+    # Past MAX_BUCKETS (only over spans of years) the counts would be too many.
+    if not _by_ranges(dialect, flt) or (last - first) // width > MAX_BUCKETS:
+        bucket = (e.created_at // width) * width
+        stmt = select(bucket.label("b"), e.status, func.count()).where(*conds).group_by(
+            bucket, e.status)
+    else:
+        # Grouping on the bucket sorts every matching row (~0.4 s per million on
+        # SQLite). Instead count each (status, bucket) range of the (status,
+        # created_at) index; the statuses present come from skipping through
+        # that index, one lookup per status.
+        st = select(func.min(e.status).label("v")).cte("st", recursive=True)
+        st = st.union_all(select(
+            select(func.min(e.status)).where(e.status > st.c.v).scalar_subquery()
+        ).where(st.c.v.is_not(None)))
+        b = select(cast(literal(first), BigInteger).label("s")).cte("b", recursive=True)
+        b = b.union_all(select(b.c.s + width).where(b.c.s + width <= last))
+        n = select(func.count()).select_from(executions).where(
+            e.status == st.c.v, e.created_at >= b.c.s, e.created_at < b.c.s + width, *conds)
+        stmt = select(b.c.s, st.c.v, n.scalar_subquery()).select_from(
+            b.join(st, true())).where(st.c.v.is_not(None))
+    counts: dict[int, dict[str, int]] = {}
+    for bucket_start, status, count in conn.execute(stmt):
+        if count:
+            counts.setdefault(int(bucket_start), {})[status] = count
+    return counts
 
 
 def duration_percentiles(conn: Connection, dialect: Dialect,

@@ -100,6 +100,10 @@ def parse_list_params(items: Iterable[tuple[str, str]], *,
         sets[name] = values
 
     labels: list[tuple[str, str]] = []
+    # Each label is one more condition in every query of the list (SQLite refuses
+    # a statement past a few hundred): the same cap as the other sets.
+    if len(grouped.get("label", [])) > MAX_VALUES:
+        raise _bad("label", f"at most {MAX_VALUES} values")
     for value in grouped.get("label", []):
         key, sep, val = value.partition("=")
         if not sep or not key:

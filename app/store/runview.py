@@ -13,9 +13,16 @@ from sqlalchemy import Connection, func, select, text
 
 from app.db.dialect import Dialect
 from app.db.models import events, executions, interactions, tool_calls
+from app.store import meta
+from app.store.errors import NotFound
 from app.store.executions import load
 from app.store.filters import ExecutionFilter
-from app.store.trace import events_of, interactions_of, tool_calls_of
+from app.store.trace import events_of, interactions_of
+
+# The waterfall draws every call but shows args/results one at a time, on demand.
+_SUMMARY = [tool_calls.c[n] for n in ("id", "parent_id", "seq", "tool_path", "status",
+                                      "started_at", "completed_at", "duration_ms")]
+SLOW_SAMPLE = 1000
 
 # Column of each "known values" kind; fixed identifiers, never user input.
 _DISTINCT = {
@@ -32,16 +39,20 @@ def run_detail(conn: Connection, execution_id: str, *, tab: str, ev_after: int,
     asked, pending = conn.execute(
         select(func.count(), func.count().filter(i.status == "pending"))
         .where(i.execution_id == execution_id)).one()
-    # seq is dense per run, so the highest one is the number of events.
-    event_total = conn.execute(select(func.max(events.c.seq)).where(
-        events.c.execution_id == execution_id)).scalar() or 0
+    newest = conn.execute(select(events.c.seq, events.c.id).where(
+        events.c.execution_id == execution_id).order_by(events.c.seq.desc()).limit(1)).first()
+    # seq is dense per run, so the highest one is the number of events; and ids
+    # grow with seq (writers are serialized), so its id is the run's newest.
+    event_total, last_event_id = (newest.seq, newest.id) if newest else (0, 0)
     out: dict[str, Any] = {
         "execution": row, "interaction_count": asked, "pending_count": pending,
-        "event_total": event_total, "tool_calls": [], "interactions": [], "events": [],
-        "next_after_seq": None,
+        "event_total": event_total, "last_event_id": last_event_id, "tool_calls": [],
+        "interactions": [], "events": [], "next_after_seq": None,
     }
     if tab == "tools":
-        out["tool_calls"] = tool_calls_of(conn, execution_id)
+        out["tool_calls"] = [dict(r) for r in conn.execute(
+            select(*_SUMMARY).where(tool_calls.c.execution_id == execution_id)
+            .order_by(tool_calls.c.seq)).mappings()]
     elif tab == "interactions":
         out["interactions"] = interactions_of(conn, execution_id)
     elif tab == "events":
@@ -124,3 +135,33 @@ def count_runs(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> int:
     """How many runs match (the list's "of M" without the rest of ``meta``)."""
     return conn.execute(select(func.count()).select_from(executions).where(
         *flt.conditions(dialect))).scalar_one()
+
+
+def tool_call(conn: Connection, execution_id: str, tool_call_id: str) -> dict[str, Any]:
+    """One tool call with its args, result and error (``tool_call_not_found`` when absent)."""
+    load(conn, execution_id)
+    row = conn.execute(select(tool_calls).where(
+        tool_calls.c.execution_id == execution_id, tool_calls.c.id == tool_call_id)
+    ).mappings().first()
+    if row is None:
+        raise NotFound(f"no tool call {tool_call_id!r} in execution {execution_id!r}",
+                       {"execution_id": execution_id, "tool_call_id": tool_call_id},
+                       code="tool_call_not_found")
+    return dict(row)
+
+
+def page_meta(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> dict[str, Any]:
+    """What the page shows of ``meta``: total, facets, timeline, and a slow threshold.
+
+    The exact percentiles of the contract cost a sort of every matching row;
+    the page only needs "slower than most" to highlight a duration, so it takes
+    the p90 of the newest ``SLOW_SAMPLE`` matching runs (an index walk).
+    """
+    e = executions.c
+    total = count_runs(conn, dialect, flt)
+    recent = sorted(d for (d,) in conn.execute(
+        select(e.duration_ms).where(*flt.conditions(dialect), e.duration_ms.is_not(None))
+        .order_by(e.created_at.desc()).limit(SLOW_SAMPLE)))
+    slow = recent[max(0, -(-9 * len(recent) // 10) - 1)] if len(recent) >= 20 else None
+    return {"total": total, "facets": meta.facets(conn, dialect, flt),
+            "timeline": meta.timeline(conn, dialect, flt, total), "slow_ms": slow}

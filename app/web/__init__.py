@@ -1,26 +1,12 @@
-"""HTML pages. Until the runs page lands, ``/`` is a small overview."""
+"""HTML pages: the runs page (``GET /``) and its htmx fragments."""
 
 from __future__ import annotations
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
-from starlette.templating import Jinja2Templates
+from starlette.routing import BaseRoute
 
-from app.paths import TEMPLATES_DIR
-from app.store.filters import ExecutionFilter
-from app.store.params import ListQuery
+from app.web import pages
+from app.web.live import live_html
 
-templates = Jinja2Templates(env=Environment(
-    loader=FileSystemLoader(TEMPLATES_DIR), autoescape=select_autoescape(default=True)))
+routes: list[BaseRoute] = [*pages.routes]
 
-
-async def index(request: Request) -> Response:
-    query = ListQuery(filter=ExecutionFilter(), limit=20)
-    page = await run_in_threadpool(request.app.state.store.list_executions, query)
-    return templates.TemplateResponse(request, "index.html", {"page": page})
-
-
-routes: list[BaseRoute] = [Route("/", index, methods=["GET"])]
+__all__ = ["live_html", "routes"]

@@ -1,0 +1,52 @@
+"""Who may run commands: the one check in front of every job route, JSON and HTML.
+
+Running commands is remote code execution by design, so besides the switch
+(``--allow-exec`` / ``RUNYARD_ALLOW_EXEC=1``) two browser attacks are refused
+while there are no tokens to tell a user from a web page:
+
+- cross-site requests: a page on another site can make the browser POST to
+  ``http://127.0.0.1:8000`` (a form, or a ``no-cors`` fetch with a text body).
+  Browsers send ``Origin`` with such a POST; one that is not this server's own
+  is refused. Clients that are not browsers (curl, ``runyard run``) send none.
+- DNS rebinding: a hostile name that resolves to 127.0.0.1 makes the page
+  same-origin with us. Its ``Host`` header still carries the hostile name, so
+  only loopback names and the configured host are accepted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+
+ENABLE_HINT = ("start the server with --allow-exec (runyard serve --allow-exec) or set "
+               "RUNYARD_ALLOW_EXEC=1")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exec_refusal(request: Request) -> tuple[str, dict[str, str]] | None:
+    """Why this request may not run commands (message, detail), or None."""
+    settings = request.app.state.settings
+    if not settings.allow_exec:
+        return (f"running commands is disabled on this server: {ENABLE_HINT}",
+                {"reason": "exec_disabled", "enable": ENABLE_HINT})
+    host_header = request.headers.get("host", "")
+    host = urlsplit(f"//{host_header}").hostname or ""
+    if not (_is_loopback(host) or host == settings.host):
+        return (f"refused: {host_header!r} is not this server's address (only loopback "
+                "names and the configured host may run commands)",
+                {"reason": "host_not_allowed"})
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != host_header:
+        return ("refused: a cross-site request may not run commands",
+                {"reason": "cross_origin"})
+    return None
