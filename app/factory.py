@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -29,6 +29,8 @@ from app.settings import Settings
 from app.store import Store
 from app.web import jobs as web_jobs
 
+log = logging.getLogger("runyard")
+
 
 async def _connections_back(db: Database, timeout_s: float = 5.0) -> None:
     """Wait until every pooled connection is back. Cancelling a task that awaits
@@ -40,6 +42,20 @@ async def _connections_back(db: Database, timeout_s: float = 5.0) -> None:
     while (any(getattr(p, "checkedout", lambda: 0)() for p in pools)
            and time.monotonic() < deadline):
         await asyncio.sleep(0.005)
+
+
+async def _bounded(step: Awaitable[object], name: str, timeout_s: float) -> None:
+    """Await one shutdown step, but never for ever: a stuck step is logged and
+    left behind so the process can still exit."""
+    try:
+        await asyncio.wait_for(step, timeout_s)
+    except asyncio.CancelledError:
+        # A task we cancelled ends so; only our own cancellation goes on up.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except TimeoutError:
+        log.warning("shutdown: %s did not stop within %.0f s; going on", name, timeout_s)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -70,14 +86,13 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             stopping.set()
             if pruner is not None:
-                await pruner
+                await _bounded(pruner, "retention", 10)
             if runner is not None:
-                await runner.stop()
+                await _bounded(runner.stop(), "runner", settings.worker_drain_s + 15)
             if listener is not None:
                 listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
-            await hub.stop()
+                await _bounded(listener, "listener", 5)
+            await _bounded(hub.stop(), "live hub", 5)
             await _connections_back(db)
             db.dispose()
 

@@ -114,7 +114,11 @@ def restartable(tmp_path: Path) -> Iterator[Restartable]:
 
 def test_restarting_the_server_shows_every_row_exactly_once(
         browser: Browser, restartable: Restartable) -> None:
-    page, watch = _open(browser, Server(restartable.base, None))  # type: ignore[arg-type]
+    page, _ = _open(browser, Server(restartable.base, None))  # type: ignore[arg-type]
+    # While the server is down the console fills with failed requests, as it
+    # should; what must not happen is an uncaught script error.
+    script_errors: list[str] = []
+    page.on("pageerror", lambda e: script_errors.append(str(e)))
     try:
         page.goto(restartable.base + "/?live=1")
         expect(page.locator("#live-state")).to_have_text("● Connected")
@@ -139,9 +143,6 @@ def test_restarting_the_server_shows_every_row_exactly_once(
         ids = page.locator("#rows tr.run").evaluate_all("rows => rows.map(r => r.id)")
         assert sorted(ids) == sorted(set(ids)), f"a row shows twice: {ids}"
         assert {"run-before-1", "run-before-2", "run-while-down", "run-after-1"} <= set(ids)
-        # Losing the server for a moment is expected here; anything else is not.
-        expected = ("ERR_CONNECTION_REFUSED", "ERR_INCOMPLETE_CHUNKED_ENCODING",
-                    "[object Event]")  # the last: htmx logging the stream's error event
-        assert all(any(x in e for x in expected) for e in watch.errors), watch.errors
+        assert not script_errors, script_errors
     finally:
         page.context.close()

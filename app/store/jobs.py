@@ -60,6 +60,7 @@ def job_row(conn: Connection, execution_id: str, *, for_update: bool = False) ->
 
 
 def not_a_job(execution_id: str) -> Conflict:
+    """The 409 for cancelling or re-running a run that Runyard did not run."""
     return Conflict(f"execution {execution_id!r} is not a job: it was recorded, not run "
                     "by Runyard", {"execution_id": execution_id, "reason": "not_a_job"},
                     code="invalid_transition")

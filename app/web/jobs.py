@@ -7,12 +7,14 @@ Every handler applies the same rules as the JSON job routes
 (``app.exec_policy``): running commands must be allowed, and a cross-site or
 rebound-host form post is refused.
 
-``job_controls()`` builds what ``_job_controls.html`` shows, for the drawer.
+``job_controls()`` builds what ``_job_controls.html`` shows, for the drawer
+(``GET /runs/{id}/job`` answers the partial alone, for an htmx refresh).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -148,10 +150,13 @@ async def act(request: Request, action: str) -> Response:
     return _go(request, run_id)
 
 
-def job_controls(store: Store, request: Request, run: dict[str, Any]) -> dict[str, Any] | None:
-    """What ``_job_controls.html`` needs for ``run`` (an execution, raw row or wire
-    object: only ``id``, ``status`` and ``rerun_of`` are read), or None
-    when the run is not a job and nothing links to it. Call in a worker thread."""
+def job_controls(store: Store, run: dict[str, Any], *, allow_exec: bool,
+                 href: Callable[[str], str]) -> dict[str, Any] | None:
+    """What ``_job_controls.html`` needs (its ``jc``) for ``run``, or None when
+    the run is not a job and nothing links to it. ``run`` may be a raw row or a
+    wire object (only ``id``, ``status`` and ``rerun_of`` are read); ``href``
+    gives the page URL that opens a run's drawer; ``allow_exec`` shows the
+    buttons (the POST handlers check the rest). Call it in a worker thread."""
     try:
         job = store.job_view(run["id"])
     except NotFound:
@@ -160,16 +165,20 @@ def job_controls(store: Store, request: Request, run: dict[str, Any]) -> dict[st
         return None
     status = run["status"]
     return {
-        "run": run, "job": job,
-        "allow_exec": exec_refusal(request) is None,
+        "run": run, "job": job, "allow_exec": allow_exec,
         # Waiting for approval, Decline is the cancel.
         "can_cancel": job is not None and status not in (
             "completed", "failed", "cancelled", "timed_out")
         and not job["cancel_requested"] and not job["awaiting_approval"],
-        "rerun_of_href": run_href(request, run["rerun_of"]) if run.get("rerun_of") else None,
-        "reruns": [{**r, "href": run_href(request, r["id"])} for r in (job or {}).get(
-            "reruns", [])],
+        "rerun_of_href": href(run["rerun_of"]) if run.get("rerun_of") else None,
+        "reruns": [{**r, "href": href(r["id"])} for r in (job or {}).get("reruns", [])],
     }
+
+
+def controls_for(store: Store, request: Request, run: dict[str, Any]) -> dict[str, Any] | None:
+    """:func:`job_controls` for this request (links keep the page's filters)."""
+    return job_controls(store, run, allow_exec=exec_refusal(request) is None,
+                        href=lambda run_id: run_href(request, run_id))
 
 
 async def controls(request: Request) -> Response:
@@ -180,7 +189,7 @@ async def controls(request: Request) -> Response:
         run, _ = await run_in_threadpool(store.get_execution, run_id)
     except NotFound as exc:
         return PlainTextResponse(exc.message, status_code=404, headers=HEADERS)
-    jc = await run_in_threadpool(job_controls, store, request, run)
+    jc = await run_in_threadpool(controls_for, store, request, run)
     return render(request, "_job_controls.html", {"jc": jc})
 
 

@@ -1,6 +1,6 @@
-// Live mode: htmx's sse extension connects; rows and events are placed by id
-// (a replay never shows twice); each message id is kept in sse-connect as
-// after=, as htmx's new EventSource after an error sends no Last-Event-ID.
+// Live mode: htmx's sse extension connects; rows and events go in by id (a
+// replay never shows twice); the last id is kept in sse-connect as after=, as
+// htmx's new EventSource after an error sends no Last-Event-ID.
 (() => {
   const $ = (s) => document.querySelector(s);
   const byId = (id) => document.getElementById(id);
@@ -10,19 +10,16 @@
   const here = () => location.pathname + location.search;
   const withParam = (href, k, v) => { const u = new URL(href, location.href); u.searchParams.set(k, v); return u.pathname + u.search; };
   let since = null, pending = [], countsTimer = null, drawerTimer = null;
-
-  const bump = (sel) => { const el = $(sel); if (el) el.textContent = (+el.textContent.replace(/\D/g, "") + 1).toLocaleString("en-US"); };
-  const created = (tr) => Date.parse(tr.querySelector("time")?.getAttribute("datetime") || 0);
-
+  const bump = (sel) => { const el = $(sel); if (el) el.textContent = (+el.textContent.replace(/\D/g, "") + 1).toLocaleString(); };
+  const created = (tr) => Date.parse(tr.querySelector("time")?.dateTime || 0);
   function insertTop(rows) {
     const d = byId("live-divider");
     if (!d) return;
     if (d.hidden) { d.hidden = false; d.cells[0].textContent = "new since " + since; }
-    // Oldest first: each lands above the one before.
+    // Oldest first: each lands above the last.
     rows.forEach((tr) => { if (!byId(tr.id)) { byId("rows").prepend(tr); bump("#shown"); } });
   }
   const showPending = (b = byId("live-new")) => { if (b) { b.hidden = !pending.length; b.textContent = pending.length + " new"; } };
-
   function onRow(data) {
     const tr = frag(data).querySelector("tr.run");
     if (!tr) return;
@@ -32,7 +29,7 @@
       tr.classList.toggle("sel", old.classList.contains("sel"));
       old.replaceWith(tr);
     } else if (!first || created(tr) >= created(first)) {
-      // New: never move what is being read; below the top, count it.
+      // New: never move what is read; scrolled down, count it.
       bump("#total");
       const top = ($("#scroll")?.scrollTop || 0) < 8;
       if (top && (qs().get("sort") || "created_at:desc") === "created_at:desc") insertTop([tr]);
@@ -40,16 +37,14 @@
     }
     countsTimer = countsTimer || setTimeout(() => { countsTimer = null; get("#rail"); get("#chart"); }, 3000);
   }
-
-  const get = (t) => $(t) && htmx.ajax("GET", here(), { target: t, swap: "outerHTML" });
+  const get = (t) => $(t) && htmx.ajax("GET", here(), { target: t, swap: "outerHTML" }).catch(() => 0);
   const refreshDrawer = (ms) => { clearTimeout(drawerTimer); drawerTimer = setTimeout(() => get("#drawer[data-run-id]"), ms); };
-
   function onTrace(el, type, data) {
     if (type === "end") return refreshDrawer(0);
     const f = frag(data);
     ["d-status", "d-progress"].forEach((id) => { const n = f.getElementById(id); if (n && byId(id)) byId(id).replaceWith(n); });
     const row = f.querySelector(".ev"), con = byId("console"), levels = qs().get("ev_level");
-    // Only a console that shows the run's end (no "load more") grows.
+    // Grow only a console showing the end (no "load more").
     if (row && con && !byId("events-more") && !byId(row.id) &&
         (!levels || levels.split(",").some((l) => row.classList.contains("lv-" + l)))) {
       const box = con.closest(".d-body");
@@ -60,9 +55,7 @@
     }
     if (/^(tool_call|interaction)\./.test(type) && /tools|interactions/.test(el.dataset.tab)) refreshDrawer(400);
   }
-
   const state = (t, c) => { const s = byId("live-state"); if (s) { s.textContent = t; s.className = "live-state " + c; } };
-
   on("htmx:sseBeforeMessage", (e) => {
     const el = e.target, m = e.detail;
     e.preventDefault();

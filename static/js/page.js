@@ -60,8 +60,10 @@
   }
   function refresh() {
     const url = location.pathname + location.search;
-    htmx.ajax("GET", url, { target: "#view", swap: "outerHTML" });
-    if (drawerOpen()) htmx.ajax("GET", url, { target: "#drawer", swap: "outerHTML" });
+    // Failures already toast (sendError below).
+    const get = (t) => htmx.ajax("GET", url, { target: t, swap: "outerHTML" }).catch(() => 0);
+    get("#view");
+    if (drawerOpen()) get("#drawer");
   }
   function markOpenRow() {
     // Follow the open drawer; with none open, keep the keyboard's selection.
