@@ -48,7 +48,8 @@ async def _bounded(step: Awaitable[object], name: str, timeout_s: float) -> None
     """Await one shutdown step, but never for ever: a stuck step is logged and
     left behind so the process can still exit."""
     try:
-        await asyncio.wait_for(step, timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await step
     except asyncio.CancelledError:
         # A task we cancelled ends so; only our own cancellation goes on up.
         task = asyncio.current_task()

@@ -21,6 +21,7 @@ the host program without passing an object around.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import inspect
 import json
@@ -79,15 +80,21 @@ class Recorder:
 
 
 _current: Recorder | None = None
+_exit_hook = False
 
 
 def configure(endpoint: str = "http://127.0.0.1:8000", *, service_name: str = "python",
               timeout: float = 5.0, delay_ms: int = 500) -> Recorder:
     """Send recorded runs to the Runyard at ``endpoint`` (replacing any earlier setup)."""
-    global _current
+    global _current, _exit_hook
     if _current is not None:
         shutdown()
     _current = Recorder(endpoint, service_name, timeout, delay_ms)
+    if not _exit_hook:
+        # Send what is still buffered when the program ends (at most ``timeout``
+        # seconds when Runyard is down), so the three-line use loses nothing.
+        atexit.register(shutdown)
+        _exit_hook = True
     return _current
 
 

@@ -97,3 +97,26 @@ def test_demo_sends_otlp_runs(database_url: str) -> None:
         assert main(["demo", "--otlp", base]) == 0
         runs = httpx.get(f"{base}/api/executions", params={"trigger": "otlp-demo"}).json()
         assert runs["meta"]["total"] == 5
+
+
+def test_three_lines_flush_at_exit(database_url: str, tmp_path: Any) -> None:
+    """A program that never calls flush or shutdown still delivers its run."""
+    if "postgresql" in database_url:
+        pytest.skip("SQLite is enough")
+    import subprocess
+    import sys
+
+    script = tmp_path / "host.py"
+    script.write_text(
+        "import sys\nfrom app import recorder\n"
+        "recorder.configure(endpoint=sys.argv[1])\n"
+        "with recorder.execution('three-lines', trigger='cli') as run:\n"
+        "    with run.tool_call('a.b', args={'x': 1}) as call:\n"
+        "        call.result = 2\n")
+    with running_server(database_url) as base:
+        done = subprocess.run([sys.executable, str(script), base], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        runs = httpx.get(f"{base}/api/executions", params={"trigger": "cli"}).json()
+        assert [r["name"] for r in runs["executions"]] == ["three-lines"]
+        assert runs["executions"][0]["tool_call_count"] == 1

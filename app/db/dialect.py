@@ -95,22 +95,26 @@ def percentiles(
         n = conn.execute(select(func.count()).select_from(filtered.subquery())).scalar_one()
         if n == 0:
             return [None] * len(fractions)
-        # Unfiltered, walking the index on ``column`` is cheapest (no row is read).
-        # Filtered, SQLite (which keeps no statistics) would still walk that index
-        # and read every row to test the filter: seconds for a 24 h range over a
-        # million runs. ``+ 0`` hides the index, so only the matching rows are
-        # read and sorted.
-        key = column if base.whereclause is None else column + 0
+        ranks = [max(1, -(-round(f * 1_000_000) * n // 1_000_000))  # ceil(f * n)
+                 for f in fractions]
+        if base.whereclause is not None:
+            # Filtered: number the matching values in order in one pass and
+            # pick the ranks. ``+ 0`` hides the index on ``column``: SQLite,
+            # which keeps no statistics, would walk it and read every row to
+            # test the filter (seconds for a 24 h range over a million runs).
+            ranked = filtered.add_columns(
+                func.row_number().over(order_by=column + 0).label("rn")).subquery()
+            stmt = select(ranked.c[column.key], ranked.c.rn).where(ranked.c.rn.in_(ranks))
+            at = {rn: value for value, rn in conn.execute(stmt)}
+            return [int(at[rank]) for rank in ranks]
+        # Unfiltered: walk the index on ``column`` (no row is read), from the
+        # nearer end: the rank-th smallest is the (n - rank + 1)-th largest.
         out: list[int | None] = []
-        for f in fractions:
-            rank = max(1, -(-round(f * 1_000_000) * n // 1_000_000))  # ceil(f * n)
-            # The rank-th smallest is the (n - rank + 1)-th largest. Counting from
-            # the nearer end shortens the index walk, and the sorter only keeps
-            # LIMIT + OFFSET rows.
+        for rank in ranks:
             if rank > n - rank + 1:
-                stmt = filtered.order_by(key.desc()).limit(1).offset(n - rank)
+                stmt = filtered.order_by(column.desc()).limit(1).offset(n - rank)
             else:
-                stmt = filtered.order_by(key).limit(1).offset(rank - 1)
+                stmt = filtered.order_by(column).limit(1).offset(rank - 1)
             value = conn.execute(stmt).scalar()
             out.append(None if value is None else int(value))
         return out

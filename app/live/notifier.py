@@ -36,5 +36,8 @@ class Notifier:
     async def wait(self, timeout: float) -> None:
         """Return after the next publish, or after ``timeout`` seconds."""
         changed = self._changed
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+        # cancel that lands as the wait completes, and shutdown would hang.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await changed.wait()

@@ -49,7 +49,8 @@ async def keep_leases(store: Store, owner: str, running: dict[str, Running], lea
     last_ok = time.monotonic()
     while not done.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), heartbeat_s)
+            async with asyncio.timeout(heartbeat_s):
+                await done.wait()
         ids = list(running)
         if not ids:
             last_ok = time.monotonic()

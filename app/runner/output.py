@@ -177,7 +177,8 @@ class OutputBuffer:
             if left <= 0:
                 return
             try:
-                await asyncio.wait_for(self._due.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._due.wait()
             except TimeoutError:
                 return
 

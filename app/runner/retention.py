@@ -50,4 +50,5 @@ async def prune_forever(store: Store, days: float, stopping: asyncio.Event,
         except Exception:
             log.exception("retention failed; trying again later")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), every_s)
+            async with asyncio.timeout(every_s):
+                await stopping.wait()

@@ -114,7 +114,8 @@ class _Pipes(asyncio.SubprocessProtocol):
 async def _within(aw: asyncio.Future[Any], seconds: float) -> bool:
     """Wait for ``aw`` (without cancelling it) at most ``seconds``; True if done."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(aw), seconds)
+        async with asyncio.timeout(seconds):
+            await asyncio.shield(aw)
     return aw.done()
 
 

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from app.store import Store
 from app.store.errors import BadParameter, NotFound
 from app.times import now_ms
-from app.web import build, drawer, urls
+from app.web import build, drawer, jobs, urls
 from app.web import format as fmt
 from app.web.context import PageContext, parse_state
 from app.web.filter_command import CommandError, parse_command, render_command
@@ -93,6 +93,9 @@ async def runs(request: Request) -> Response:
         return _error(request, fragment, exc.message, text, status=404)
     except BadParameter as exc:     # a cursor that does not decode, and the like
         return _error(request, fragment, exc.message, text)
+    if ctx.drawer is not None:
+        ctx.extra["job_controls"] = await run_in_threadpool(
+            jobs.controls_for, store, request, ctx.drawer.run)
     headers = {}
     if text is not None and htmx:
         headers["HX-Push-Url"] = urls.href(state.items)

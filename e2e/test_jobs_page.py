@@ -1,0 +1,72 @@
+"""Running a command from the page: submit, watch its output stream in, cancel it."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, expect
+
+from e2e.conftest import RUNYARD, Server, _free_port, _open
+
+
+@pytest.fixture
+def exec_server(tmp_path: Path) -> Iterator[Server]:
+    """A server that runs commands (--allow-exec), on an empty database."""
+    port = _free_port()
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen(
+        [RUNYARD, "serve", "--port", str(port), "--no-demo", "--allow-exec",
+         "--database-url", f"sqlite:///{tmp_path / 'jobs.db'}"],
+        stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_path / "server.log").read_text())
+            time.sleep(0.1)
+        yield Server(base, process)
+    finally:
+        process.terminate()
+        process.wait(20)
+        log.close()
+
+
+def test_submit_watch_and_cancel_from_the_page(browser: Browser, exec_server: Server) -> None:
+    page, watch = _open(browser, exec_server)
+    try:
+        page.goto("/?live=1")
+        page.click("#run-form summary")
+        page.fill("#run-form input[name=command]",
+                  "for i in 1 2 3 4 5; do echo tick $i; sleep 0.2; done; sleep 1000")
+        page.fill("#run-form input[name=name]", "ticker")
+        page.click("#run-form button[type=submit]")
+        drawer = page.locator("#drawer[data-run-id]")
+        expect(drawer).to_be_visible()
+        expect(page.locator("#d-status")).to_contain_text("running")
+        expect(page.locator("#d-progress")).to_be_hidden()  # no progress reported
+        page.click("#drawer a.tab:has-text('Events')")
+        # The output arrives line by line while the command runs.
+        expect(page.locator("#console .ev", has_text="tick 5")).to_have_count(1)
+        page.click("#drawer .jc-cancel")
+        expect(page.locator("#d-status")).to_contain_text("cancelled", timeout=15_000)
+        run_id = drawer.get_attribute("data-run-id")
+        body = httpx.get(f"{exec_server.base}/api/executions/{run_id}").json()
+        assert body["execution"]["status"] == "cancelled"
+        # The list row followed live, and the rail's counts caught up.
+        expect(page.locator(f"#run-{run_id} .dot.s-cancelled")).to_have_count(1)
+        cancelled = page.locator("#rail a", has_text="cancelled")
+        expect(cancelled).to_contain_text("1", timeout=10_000)
+        assert not watch.errors, watch.errors
+    finally:
+        page.context.close()
