@@ -85,6 +85,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """A migrated, empty SQLite database, for tests whose subject does not
+    depend on the database (one run is enough; no skipped PostgreSQL twin)."""
+    path = tmp_path / "runyard.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
 def store(database_url: str) -> Iterator[Store]:
     """A store over an empty database."""
     db = open_database(database_url)

@@ -41,9 +41,8 @@ def _wait_for(base: str, execution_id: str, calls: int) -> dict[str, Any]:
         time.sleep(0.05)
 
 
-def test_recorder_records_runs(database_url: str, clean_recorder: None) -> None:
-    if "postgresql" in database_url:
-        pytest.skip("the server's side is covered on both databases by test_otlp")
+def test_recorder_records_runs(sqlite_url: str, clean_recorder: None) -> None:
+    database_url = sqlite_url  # the server's side is covered on both databases by test_otlp
     with running_server(database_url) as base:
         recorder.configure(endpoint=base, service_name="tests", delay_ms=50)
         with recorder.execution("nightly-sync", trigger="cli", team="infra") as run:
@@ -88,9 +87,8 @@ def test_recorder_with_server_down(clean_recorder: None) -> None:
     recorder.shutdown()  # and the host program carries on
 
 
-def test_demo_sends_otlp_runs(database_url: str) -> None:
-    if "postgresql" in database_url:
-        pytest.skip("SQLite is enough for the demo")
+def test_demo_sends_otlp_runs(sqlite_url: str) -> None:
+    database_url = sqlite_url  # one database is enough for the demo
     from app.cli import main
 
     with running_server(database_url) as base:
@@ -99,10 +97,9 @@ def test_demo_sends_otlp_runs(database_url: str) -> None:
         assert runs["meta"]["total"] == 5
 
 
-def test_three_lines_flush_at_exit(database_url: str, tmp_path: Any) -> None:
+def test_three_lines_flush_at_exit(sqlite_url: str, tmp_path: Any) -> None:
     """A program that never calls flush or shutdown still delivers its run."""
-    if "postgresql" in database_url:
-        pytest.skip("SQLite is enough")
+    database_url = sqlite_url  # one database is enough
     import subprocess
     import sys
 
