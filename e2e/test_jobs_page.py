@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,35 +9,15 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from e2e.conftest import RUNYARD, Server, _free_port, _open
+from e2e.conftest import Server, _open
+from tests.servers import running_server
 
 
 @pytest.fixture
 def exec_server(tmp_path: Path) -> Iterator[Server]:
     """A server that runs commands (--allow-exec), on an empty database."""
-    port = _free_port()
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        [RUNYARD, "serve", "--port", str(port), "--no-demo", "--allow-exec",
-         "--database-url", f"sqlite:///{tmp_path / 'jobs.db'}"],
-        stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp_path / "server.log").read_text())
-            time.sleep(0.1)
-        yield Server(base, process)
-    finally:
-        process.terminate()
-        process.wait(20)
-        log.close()
+    with running_server(f"sqlite:///{tmp_path / 'jobs.db'}", "--allow-exec") as base:
+        yield Server(base, None)  # type: ignore[arg-type]
 
 
 def test_submit_watch_and_cancel_from_the_page(browser: Browser, exec_server: Server) -> None:
