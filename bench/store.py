@@ -12,9 +12,11 @@ What it measures
     2. Queries through the real code, with a ``ListQuery`` from
        ``parse_list_params``: the first list page (``Store.list_executions``,
        ``meta=false``) unfiltered, filtered by ``status`` + ``tool`` glob and by
-       ``q`` substring; and ``Store.list_meta`` for the last 24 h and all time.
-       Each is run ``--warmup`` times, then ``--runs`` times; p50/p95 are
-       nearest-rank over those runs, in milliseconds.
+       ``q`` substring (one that matches and one that matches nothing: a full
+       scan); and ``Store.list_meta`` for the last 24 h (also filtered) and
+       all time. Each is run ``--warmup`` times, then ``--runs`` times; p50/p95
+       are nearest-rank over those runs, in milliseconds of wall time, with the
+       p50 of CPU time beside them (steadier on a shared machine).
 
 The data: runs spread evenly over the 30 days before the load, imported in
 time order (a history backfill) with time-sortable ids; ~30 tool paths in
@@ -29,7 +31,8 @@ Usage (from the repository root)::
     .venv/bin/python bench/store.py                                   # full load + queries
     .venv/bin/python bench/store.py --executions 50000 --database bench/out/small.db
     .venv/bin/python bench/store.py --reuse --runs 50                 # queries only
-    .venv/bin/python bench/store.py --reuse --profile                 # per-statement times
+    .venv/bin/python bench/store.py --reuse --profile --only meta     # each statement's
+                                                                      # time and query plan
     .venv/bin/python bench/store.py --reuse --pragma cache_size=-262144  # try a PRAGMA
 
 ``--pragma`` adds PRAGMAs to every new connection after the app's own (through
