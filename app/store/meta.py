@@ -73,6 +73,20 @@ def _status_counts(conn: Connection, dialect: Dialect,
     return dict(zip(STATUSES, conn.execute(stmt).one(), strict=True))
 
 
+def _elicitation_counts(conn: Connection, dialect: Dialect,
+                        flt: ExecutionFilter) -> dict[bool, int]:
+    if not (groups_by_sorting(dialect) and _time_only(flt)):
+        return {bool(v): n for v, n in _facet(conn, dialect, flt, e.had_elicitation)}
+    # As for status: one count per value over its own range of the
+    # (had_elicitation, created_at) index; a GROUP BY would walk all of it.
+    conds = flt.conditions(dialect)
+    stmt = select(*[
+        select(func.count()).select_from(executions).where(e.had_elicitation == v, *conds)
+        .scalar_subquery() for v in (True, False)])
+    yes, no = conn.execute(stmt).one()
+    return {True: yes, False: no}
+
+
 def _ranked(pairs: list[tuple[str, int]]) -> list[dict[str, Any]]:
     return [{"value": v, "count": n} for v, n in sorted(pairs, key=lambda p: (-p[1], p[0]))]
 
@@ -97,8 +111,7 @@ def facets(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> dict[str
         triggers[key] = triggers.get(key, 0) + n
     trigger = _ranked(list(triggers.items()))
 
-    by_elicitation = {bool(v): n for v, n in
-                      _facet(conn, dialect, flt.without("elicitation"), e.had_elicitation)}
+    by_elicitation = _elicitation_counts(conn, dialect, flt.without("elicitation"))
     elicitation = _ranked([("true", by_elicitation.get(True, 0)),
                            ("false", by_elicitation.get(False, 0))])
 
