@@ -14,10 +14,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import IO
 
 import httpx
+
+from app.run_command import SSE, events
 
 
 def free_port() -> int:
@@ -65,32 +66,10 @@ def _wait_until_up(proc: subprocess.Popen[str], base: str, log: IO[str]) -> None
         time.sleep(0.1)
 
 
-@dataclass
-class SSEMessage:
-    id: str | None
-    event: str
-    data: str
-
-
 def sse_messages(client: httpx.Client, url: str, headers: dict[str, str] | None = None,
-                 ) -> Iterator[SSEMessage]:
-    """Yield messages of an event stream until the server ends it (comments skipped)."""
+                 ) -> Iterator[SSE]:
+    """Yield messages of an event stream until the server ends it (comments skipped),
+    parsed by the same reader ``runyard run --follow`` uses."""
     with client.stream("GET", url, headers=headers or {}) as response:
         response.raise_for_status()
-        event_id, event, data = None, "message", []
-        for line in response.iter_lines():
-            if line == "":
-                if data or event != "message":
-                    yield SSEMessage(event_id, event, "\n".join(data))
-                event_id, event, data = None, "message", []
-            elif line.startswith(":"):
-                continue
-            else:
-                name, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if name == "id":
-                    event_id = value
-                elif name == "event":
-                    event = value
-                elif name == "data":
-                    data.append(value)
+        yield from events(line.encode() for line in response.iter_lines())

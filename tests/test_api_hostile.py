@@ -32,6 +32,7 @@ from app.store.inputs import (
     ToolCallFinish,
     ToolCallStart,
 )
+from tests.api_support import error_of
 
 MAX_BODY = 10 * 1024 * 1024
 
@@ -62,19 +63,6 @@ EXECUTION_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/api/executions/{x}/events", {"events": [{"message": "m"}]}),
 ]
 
-
-def error_of(r: Response, status: int, code: str) -> dict[str, Any]:
-    """The ``error`` object of a response, after checking its status, code and shape."""
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    body = r.json()
-    assert set(body) == {"error"}
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"code", "message", "detail"}
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["detail"], dict)
-    return error
 
 
 def not_a_crash(r: Response) -> None:

@@ -15,24 +15,13 @@ from starlette.testclient import TestClient
 
 from app import api
 from app.times import format_ms, now_ms
+from tests.api_support import error_of
 
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 MINUTE = 60_000
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 
-
-def error_of(r: Response, status: int, code: str) -> dict[str, Any]:
-    """The ``error`` object of a response, after checking its status, code and shape."""
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    body = r.json()
-    assert set(body) == {"error"}
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"code", "message", "detail"}
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    return error
 
 
 def bad_parameter(r: Response, parameter: str) -> str:

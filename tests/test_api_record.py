@@ -7,10 +7,10 @@ import re
 from typing import Any
 
 import pytest
-from httpx2 import Response
 from starlette.testclient import TestClient
 
 from app.times import format_ms, now_ms
+from tests.api_support import error_of
 
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 EXECUTION_FIELDS = {
@@ -29,19 +29,6 @@ INTERACTION_FIELDS = {
 }
 EVENT_FIELDS = {"id", "execution_id", "seq", "ts", "level", "type", "message", "data"}
 
-
-def error_of(r: Response, status: int, code: str) -> dict[str, Any]:
-    """The ``error`` object of a response, after checking its status, code and shape."""
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    body = r.json()
-    assert set(body) == {"error"}
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"code", "message", "detail"}
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["detail"], dict)
-    return error
 
 
 def create(client: TestClient, **body: Any) -> dict[str, Any]:
