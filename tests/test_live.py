@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from app.db.engine import open_database
+from app.run_command import SSE
 from app.store import Store
 from app.store.inputs import EventIn, EventsAppend, ExecutionCreate
 from tests.servers import running_server, sse_messages
@@ -45,10 +46,10 @@ def _write_over_http(base: str, run_id: str) -> None:
                           json={"status": "completed"}).status_code == 200
 
 
-def _read_with_cutoffs(base: str, run_id: str, seed: int) -> list[SSEMessageLike]:
+def _read_with_cutoffs(base: str, run_id: str, seed: int) -> list[SSE]:
     """Read the run's stream to its end, hanging up at random points and resuming."""
     rng = random.Random(seed)
-    got: list[SSEMessageLike] = []
+    got: list[SSE] = []
     last_id: str | None = None
     ended = False
     cuts = 0
@@ -70,11 +71,8 @@ def _read_with_cutoffs(base: str, run_id: str, seed: int) -> list[SSEMessageLike
     return got
 
 
-SSEMessageLike = object
-
-
-def _check_exactly_once(got: list[object], store_url: str, run_id: str) -> None:
-    ids = [int(m.id) for m in got]  # type: ignore[attr-defined]
+def _check_exactly_once(got: list[SSE], store_url: str, run_id: str) -> None:
+    ids = [int(m.id or 0) for m in got]
     assert ids == sorted(ids), "events arrive in order"
     assert len(ids) == len(set(ids)), "no event twice"
     store = Store(open_database(store_url))
@@ -83,8 +81,7 @@ def _check_exactly_once(got: list[object], store_url: str, run_id: str) -> None:
     finally:
         store.db.dispose()
     assert ids == [r["id"] for r in stored], "every event of the run, none missing"
-    logs = [json.loads(m.data)["message"] for m in got  # type: ignore[attr-defined]
-            if m.event == "log"]  # type: ignore[attr-defined]
+    logs = [json.loads(m.data)["message"] for m in got if m.event == "log"]
     assert logs == [f"line {i}" for i in range(TOTAL_EVENTS)]
 
 
@@ -215,7 +212,7 @@ def test_stream_ends_cleanly_when_the_server_stops_and_resumes_after_restart(
         httpx.post(f"{base}/api/executions", json={"id": "r1"})
         httpx.post(f"{base}/api/executions/r1/events",
                    json={"events": [{"message": str(i)} for i in range(10)]})
-        got: list[object] = []
+        got: list[SSE] = []
         ended = threading.Event()
 
         def read() -> None:
@@ -232,7 +229,7 @@ def test_stream_ends_cleanly_when_the_server_stops_and_resumes_after_restart(
             threading.Event().wait(0.05)
     # Leaving the block stopped the server: the open stream must not hang.
     assert ended.wait(15), "the stream was left hanging after shutdown"
-    last_id = got[-1].id  # type: ignore[attr-defined]
+    last_id = got[-1].id or ""
     with running_server(database_url) as base, httpx.Client(timeout=10) as client:
         client.post(f"{base}/api/executions/r1/events", json={"events": [{"message": "late"}]})
         client.patch(f"{base}/api/executions/r1", json={"status": "completed"})
