@@ -1,0 +1,1 @@
+"""Who is asking: tokens, sessions, roles, scopes, CSRF (issue 7)."""
