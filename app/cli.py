@@ -1,25 +1,16 @@
-"""The ``runyard`` command line: serve, worker, run, db upgrade, demo."""
+"""The ``runyard`` command line: serve, worker, run, db upgrade, demo, token."""
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
 
+from app.exec_policy import is_loopback
 from app.settings import Settings
 
 log = logging.getLogger("runyard")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _settings(args: argparse.Namespace, **extra: object) -> Settings:
@@ -73,12 +64,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, host=args.host, port=args.port,
                          demo=False if args.no_demo else None,
                          allow_exec=True if args.allow_exec else None)
-    if not _is_loopback(settings.host):
+    if not is_loopback(settings.host) and not _has_tokens(settings):
         print(
-            f"runyard: refusing to listen on {settings.host}: without access tokens anyone "
-            "who can reach that address could read and write every run. Listen on "
-            "127.0.0.1 (the default) and put an authenticating proxy in front; token "
-            "support (`runyard token create`) is not in this version yet.",
+            f"runyard: refusing to listen on {settings.host}: no access token exists, so "
+            "anyone who can reach that address could read and write every run. Create "
+            "one first (`runyard token create --role read --name NAME`; it is then needed "
+            "by every client), or listen on 127.0.0.1 (the default).",
             file=sys.stderr,
         )
         return 2
@@ -99,6 +90,91 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"Runyard on http://{settings.host}:{settings.port}  ({settings.database_url})")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level="warning", timeout_graceful_shutdown=5)
+    return 0
+
+
+def _has_tokens(settings: Settings) -> bool:
+    """True when the database holds an active token. Looks without creating or
+    migrating anything: a server that refuses to start leaves no trace."""
+    from sqlalchemy import inspect
+
+    path = settings.sqlite_path()
+    if path is not None and not path.exists():
+        return False
+    store = _open_store(settings)
+    try:
+        with store.db.read_engine.connect() as conn:
+            if not inspect(conn).has_table("api_token"):
+                return False
+        return store.has_tokens()
+    finally:
+        store.db.dispose()
+
+
+def _token_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from app.db.migrate import upgrade
+
+    settings = _settings(args)
+    upgrade(settings.database_url)
+    return _open_store(settings)
+
+
+def _when(ms: int | None) -> str:
+    from app.times import format_ms
+
+    return format_ms(ms) or "-"
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from app.store.errors import StoreError
+
+    roles = [r for part in args.role for r in part.split(",")]
+    store = _token_store(args)
+    try:
+        row, token = store.create_token(args.name, roles, args.scope)
+    except StoreError as exc:
+        raise ValueError(exc.message) from exc
+    finally:
+        store.db.dispose()
+    print(f"created token {row['name']!r} (id {row['id']}) with roles "
+          f"{','.join(row['roles'])}, scope {row['scope_id'] or 'all'}.")
+    print("It is shown this once; send it as Authorization: Bearer <token>, or paste it "
+          "into the page's sign-in form:")
+    print(token)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    store = _token_store(args)
+    try:
+        rows = store.list_tokens()
+    finally:
+        store.db.dispose()
+    if not rows:
+        print("no tokens: the server answers loopback clients only, without a token")
+        return 0
+    header = ("ID", "NAME", "ROLES", "SCOPE", "PREFIX", "CREATED", "REVOKED")
+    table = [header, *[(r["id"], r["name"], ",".join(r["roles"]), r["scope_id"] or "*",
+                        r["prefix"] + "…", _when(r["created_at"]), _when(r["revoked_at"]))
+                       for r in rows]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from app.store.errors import StoreError
+
+    store = _token_store(args)
+    try:
+        row = store.revoke_token(args.token)
+    except StoreError as exc:
+        raise ValueError(exc.message) from exc
+    finally:
+        store.db.dispose()
+    print(f"revoked token {row['name']!r} (id {row['id']}); servers stop accepting it "
+          "within RUNYARD_AUTH_CACHE_S (2 s)")
     return 0
 
 
@@ -154,7 +230,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         body["idempotency_key"] = args.idempotency_key
     if args.attempts:
         body["max_attempts"] = args.attempts
-    return run(_base_url(settings.host, settings.port), body, args.follow)
+    token = args.token or os.environ.get("RUNYARD_TOKEN") or None
+    return run(_base_url(settings.host, settings.port), body, args.follow, token)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stream the output and exit with the command's exit code")
     run.add_argument("--host", help="the server's address (default $RUNYARD_HOST)")
     run.add_argument("--port", type=int, help="the server's port (default $RUNYARD_PORT)")
+    run.add_argument("--token", help="an access token with the exec role, sent as "
+                     "Authorization: Bearer (default $RUNYARD_TOKEN; needed once the "
+                     "server has tokens)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     run.set_defaults(func=cmd_run)
 
@@ -214,6 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="instead, send a few runs to the Runyard server at URL through "
                            "the OpenTelemetry exporter (e.g. http://127.0.0.1:8000)")
     demo.set_defaults(func=cmd_demo)
+    token = sub.add_parser("token", help="access tokens: create, list, revoke")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = with_db(token_sub.add_parser(
+        "create", help="create a token (printed alone on the last line, shown once)"))
+    create.add_argument("--role", action="append", required=True, metavar="ROLE[,ROLE]",
+                        help="read, write (ingest, OTLP) or exec (run commands); repeatable")
+    create.add_argument("--name", required=True, help="a name to tell it by (1-64 characters)")
+    create.add_argument("--scope", help="limit it to this scope_id (default: every scope)")
+    create.set_defaults(func=cmd_token_create)
+    with_db(token_sub.add_parser("list", help="list tokens (never the tokens themselves)")
+            ).set_defaults(func=cmd_token_list)
+    revoke = with_db(token_sub.add_parser("revoke", help="revoke a token by id or name"))
+    revoke.add_argument("token", metavar="ID_OR_NAME")
+    revoke.set_defaults(func=cmd_token_revoke)
     return parser
 
 

@@ -10,7 +10,14 @@ while there are no tokens to tell a user from a web page:
   is refused. Clients that are not browsers (curl, ``runyard run``) send none.
 - DNS rebinding: a hostile name that resolves to 127.0.0.1 makes the page
   same-origin with us. Its ``Host`` header still carries the hostile name, so
-  only loopback names and the configured host are accepted.
+  only loopback names and the configured host are accepted. (While no token
+  exists the auth middleware applies this check to every request as well.)
+
+Once tokens exist these checks give way to the token's ``exec`` role: a Bearer
+token is never sent by a browser on its own, and a session's unsafe requests
+must carry its CSRF secret (``app.auth.middleware``). The role is checked here
+too, not only by the route policy, because answering a job's approval gate
+through the generic resolve route (a ``write`` route) also runs a command.
 """
 
 from __future__ import annotations
@@ -20,11 +27,14 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
+from app.auth.principal import principal_of
+
 ENABLE_HINT = ("start the server with --allow-exec (runyard serve --allow-exec) or set "
                "RUNYARD_ALLOW_EXEC=1")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for a loopback name or address (``localhost``, 127.0.0.0/8, ``::1``)."""
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
@@ -39,9 +49,17 @@ def exec_refusal(request: Request) -> tuple[str, dict[str, str]] | None:
     if not settings.allow_exec:
         return (f"running commands is disabled on this server: {ENABLE_HINT}",
                 {"reason": "exec_disabled", "enable": ENABLE_HINT})
+    principal = principal_of(request)
+    if not principal.can("exec"):
+        return (f"running commands needs a token with the 'exec' role; {principal.name!r} "
+                f"has {', '.join(sorted(principal.roles)) or 'none'} (create one with "
+                "`runyard token create --role exec --name NAME`)",
+                {"reason": "role_missing", "role": "exec"})
+    if principal.via != "local":
+        return None
     host_header = request.headers.get("host", "")
     host = urlsplit(f"//{host_header}").hostname or ""
-    if not (_is_loopback(host) or host == settings.host):
+    if not (is_loopback(host) or host == settings.host):
         return (f"refused: {host_header!r} is not this server's address (only loopback "
                 "names and the configured host may run commands)",
                 {"reason": "host_not_allowed"})

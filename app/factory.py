@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
@@ -16,8 +17,12 @@ from starlette.staticfiles import StaticFiles
 from app import api, web
 from app.api.body import BodyLimitMiddleware
 from app.api.errors import EXCEPTION_HANDLERS
+from app.auth import signin
+from app.auth.authenticator import Authenticator
+from app.auth.middleware import AuthMiddleware
 from app.db.dialect import Dialect
 from app.db.engine import Database, open_database
+from app.limits.middleware import limits
 from app.live import routes as live_routes
 from app.live.hub import Hub
 from app.live.notifier import Notifier
@@ -72,6 +77,14 @@ def create_app(settings: Settings) -> Starlette:
                   idle_poll_s=settings.live_backstop_s if postgres else settings.live_poll_s,
                   coalesce_s=0.002, queue_size=settings.live_queue_size)
         app.state.store, app.state.hub = store, hub
+        # One key signs session cookies and list cursors; from the database
+        # unless configured, so every replica on the same database agrees.
+        secret = (settings.secret_key.encode() if settings.secret_key
+                  else await run_in_threadpool(store.server_secret))
+        store.cursor_key = secret
+        app.state.secret = secret
+        app.state.auth = Authenticator(store, secret, settings.auth_cache_s,
+                                       settings.cookie_secure)
         await hub.start()
         listener = asyncio.create_task(listen(db.url, notifier)) if postgres else None
         # Running commands (issue 5): workers in this process, and retention.
@@ -104,13 +117,19 @@ def create_app(settings: Settings) -> Starlette:
             *web.routes,
             # The page's job forms (issue 5); may move into app.web.routes.
             *web_jobs.routes,
+            *signin.routes,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
-        middleware=[Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)],
+        middleware=[Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+                    # Who is asking (issue 7): every request but /healthz, /static
+                    # and the sign-in page needs a token once one exists.
+                    Middleware(AuthMiddleware),
+                    Middleware(limits, settings=settings)],  # after auth: keys on its principal
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
     app.state.settings = settings
     # The page's renderings of rows and trace events, for `format=html` streams.
     app.state.live_html = web.live_html
+    app.state.page_error = web.page_error   # the page's 503 when the database fails
     return app

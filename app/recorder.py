@@ -25,6 +25,7 @@ import atexit
 import functools
 import inspect
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -69,9 +70,10 @@ class Recorder:
     """A configured provider, its tracer and its exporter's drop count."""
 
     def __init__(self, endpoint: str, service_name: str, timeout: float,
-                 delay_ms: int) -> None:
+                 delay_ms: int, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         self.exporter = _Counting(OTLPSpanExporter(
-            endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=timeout))
+            endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=timeout, headers=headers))
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": service_name}), shutdown_on_exit=False)
         self.provider.add_span_processor(
@@ -84,12 +86,17 @@ _exit_hook = False
 
 
 def configure(endpoint: str = "http://127.0.0.1:8000", *, service_name: str = "python",
-              timeout: float = 5.0, delay_ms: int = 500) -> Recorder:
-    """Send recorded runs to the Runyard at ``endpoint`` (replacing any earlier setup)."""
+              timeout: float = 5.0, delay_ms: int = 500,
+              token: str | None = None) -> Recorder:
+    """Send recorded runs to the Runyard at ``endpoint`` (replacing any earlier setup).
+
+    ``token`` (default ``$RUNYARD_TOKEN``) is a token with the ``write`` role,
+    sent as ``Authorization: Bearer``; a server without tokens needs none."""
     global _current, _exit_hook
     if _current is not None:
         shutdown()
-    _current = Recorder(endpoint, service_name, timeout, delay_ms)
+    token = token if token is not None else os.environ.get("RUNYARD_TOKEN") or None
+    _current = Recorder(endpoint, service_name, timeout, delay_ms, token)
     if not _exit_hook:
         # Send what is still buffered when the program ends (at most ``timeout``
         # seconds when Runyard is down), so the three-line use loses nothing.

@@ -37,10 +37,16 @@ class SSE:
     data: str
 
 
-def _call(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+def _auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _call(method: str, url: str, body: Any = None,
+          token: str | None = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = Request(url, data=data, method=method,
-                      headers={"Content-Type": "application/json", "Accept": "application/json"})
+                      headers={"Content-Type": "application/json", "Accept": "application/json",
+                               **_auth(token)})
     try:
         with urlopen(request, timeout=30) as response:
             return response.status, json.load(response)
@@ -56,9 +62,9 @@ def _call(method: str, url: str, body: Any = None) -> tuple[int, Any]:
                           "is `runyard serve --allow-exec` running?") from None
 
 
-def submit(base: str, body: dict[str, Any]) -> dict[str, Any]:
+def submit(base: str, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
     """``POST /api/jobs``; the ``{"execution_id", "status"}`` answer."""
-    _, answer = _call("POST", f"{base}/api/jobs", body)
+    _, answer = _call("POST", f"{base}/api/jobs", body, token)
     return dict(answer)
 
 
@@ -97,13 +103,14 @@ def exit_code(execution: dict[str, Any]) -> int:
     return EXIT_BY_STATUS.get(status, 1)
 
 
-def follow(base: str, execution_id: str, out: IO[str], err: IO[str]) -> int:
+def follow(base: str, execution_id: str, out: IO[str], err: IO[str],
+           token: str | None = None) -> int:
     """Print a run's stdout and stderr as they come; its exit status at the end."""
     url = f"{base}/api/executions/{quote(execution_id, safe='')}/stream"
     last: str | None = None
     failures = 0
     while True:
-        headers = {"Accept": "text/event-stream"}
+        headers = {"Accept": "text/event-stream", **_auth(token)}
         if last is not None:
             headers["Last-Event-ID"] = last
         try:
@@ -114,7 +121,8 @@ def follow(base: str, execution_id: str, out: IO[str], err: IO[str]) -> int:
                         last = message.id
                     if message.event == "end":
                         _, answer = _call("GET", f"{base}/api/executions/"
-                                                 f"{quote(execution_id, safe='')}")
+                                                 f"{quote(execution_id, safe='')}",
+                                          token=token)
                         return exit_code(answer["execution"])
                     if message.event in ("stdout", "stderr"):
                         _write(out if message.event == "stdout" else err, message.data)
@@ -138,11 +146,13 @@ def _write(stream: IO[str], data: str) -> None:
     stream.flush()
 
 
-def run(base: str, body: dict[str, Any], follow_output: bool) -> int:
-    """``runyard run``: submit, print the id and page URL, follow when asked."""
+def run(base: str, body: dict[str, Any], follow_output: bool,
+        token: str | None = None) -> int:
+    """``runyard run``: submit, print the id and page URL, follow when asked.
+    ``token`` is sent as ``Authorization: Bearer`` (it needs the ``exec`` role)."""
     out, err = sys.stdout, sys.stderr
     try:
-        answer = submit(base, body)
+        answer = submit(base, body, token)
         execution_id = answer["execution_id"]
         where = err if follow_output else out
         print(execution_id, file=where)
@@ -152,7 +162,7 @@ def run(base: str, body: dict[str, Any], follow_output: bool) -> int:
         if not follow_output:
             return 0
         try:
-            return follow(base, execution_id, out, err)
+            return follow(base, execution_id, out, err, token)
         except KeyboardInterrupt:
             print(f"\nstopped following; the job goes on: {page_url(base, execution_id)}",
                   file=err)

@@ -30,6 +30,12 @@ class Settings:
     demo_executions: int = 3000
     allow_exec: bool = False
     max_body_bytes: int = 10 * 1024 * 1024
+    # Requests per second per token (or per client address without one), with
+    # bursts of up to rate_limit_burst; either at 0 turns the limit off.
+    rate_limit_per_s: float = 50.0
+    rate_limit_burst: int = 200
+    # Concurrent SSE streams per token or address (0: no limit).
+    max_streams_per_client: int = 20
     # Extra engine options for tests and benchmarks (e.g. a larger read pool).
     read_pool_size: int = 8
     # Live: how often an idle server looks for other processes' writes on
@@ -57,6 +63,14 @@ class Settings:
     job_output_cap_bytes: int = 10 * 1024 * 1024
     # Finished executions older than this are deleted (0: never).
     retention_days: float = 0.0
+    # Auth (issue 7). Token lookups (and "is there any token?") are cached this
+    # long per process, so a revoke takes effect within it everywhere; 0: no cache.
+    auth_cache_s: float = 2.0
+    # Mark the session cookie Secure (only sent over HTTPS): set it behind TLS.
+    cookie_secure: bool = False
+    # Signs session cookies and list cursors. Empty: a random key kept in the
+    # database (table server_key), the same for every replica.
+    secret_key: str = field(default="", repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -128,7 +128,7 @@ def main() -> None:
     print(f"database {path} ({path.stat().st_size / 2**20:,.0f} MiB); SQLite; "
           f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}; "
           f"pragmas {args.pragma or 'app defaults'}")
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000)) as client:
         store: Store = app.state.store
         if args.pragma:
             add_pragmas(store, args.pragma)

@@ -27,7 +27,8 @@ from app.settings import Settings
 from app.store import Store
 
 PG_ADMIN_URL = os.environ.get("RUNYARD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-TABLES = ("job", "execution_event", "execution_interaction", "execution_tool_call", "execution")
+TABLES = ("job", "execution_event", "execution_interaction", "execution_tool_call", "execution",
+          "api_token")
 
 
 def _pg_unavailable(reason: str) -> None:
@@ -105,5 +106,7 @@ def store(database_url: str) -> Iterator[Store]:
 def client(database_url: str) -> Iterator[TestClient]:
     """The whole app, lifespan included, over an empty database."""
     app = create_app(Settings(database_url=database_url))
-    with TestClient(app, raise_server_exceptions=False) as c:
+    # A loopback peer and Host: with no token, only this machine is served (issue 7).
+    with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1:8000",
+                    client=("127.0.0.1", 50000)) as c:
         yield c

@@ -279,6 +279,59 @@ def test_a_body_of_exactly_the_limit_is_read(client: TestClient) -> None:
     assert r.json()["execution"]["result"] == "x" * 1000
 
 
+# Each documented limit (docs/DESIGN.md, "Limits") answers with its code, the
+# field it is about, and a message that names the limit.
+LIMITS: list[tuple[str, str, Any, list[Any], str]] = [
+    ("POST", "/api/executions/x/events",
+     {"events": [{"message": str(i)} for i in range(1001)]}, ["events"], "1000"),
+    ("POST", "/api/executions/x/events",
+     {"events": [{"message": "é" * (32 * 1024 + 1)}]}, ["events", 0, "message"], "65536"),
+    ("POST", "/api/executions/x/interactions",
+     {"message": "x" * (64 * 1024 + 1)}, ["message"], "65536"),
+    ("POST", "/api/ingest",
+     {"executions": [{"id": f"e{i}"} for i in range(1001)]}, ["executions"], "1000"),
+    ("POST", "/api/executions", {"labels": {f"k{i}": "v" for i in range(65)}}, ["labels"], "64"),
+    ("PATCH", "/api/executions/x", {"labels": {f"k{i}": "v" for i in range(65)}}, ["labels"],
+     "64"),
+    ("POST", "/api/executions", {"labels": {"k" * 129: "v"}}, ["labels", "k" * 129, "[key]"],
+     "128"),
+    ("PATCH", "/api/executions/x", {"labels": {"k": "v" * 1025}}, ["labels", "k"], "1024"),
+    ("POST", "/api/executions", {"error": "e" * 1_000_001}, ["error"], "1000000"),
+    ("POST", "/api/executions/x/tool-calls", {"tool_path": "t" * 513}, ["tool_path"], "512"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "where", "limit"), LIMITS,
+                         ids=[f"{m} {p} {w[-1]}" for m, p, _, w, _ in LIMITS])
+def test_each_body_limit_is_a_422_naming_it(seeded: TestClient, method: str, path: str,
+                                            body: Any, where: list[Any], limit: str) -> None:
+    error = error_of(seeded.request(method, path, json=body), 422, "invalid_body")
+    assert error["detail"]["path"] == where
+    assert limit in error["message"], error["message"]
+    untouched(seeded)
+
+
+@pytest.mark.parametrize(("path", "limit"), [
+    ("/api/executions?limit=201", "1 to 200"), ("/api/executions?limit=0", "1 to 200"),
+    ("/api/executions/x/events?limit=1001", "1 to 1000"),
+    ("/api/executions/x/events?limit=0", "1 to 1000"),
+])
+def test_list_limits_are_400_naming_the_range(seeded: TestClient, path: str, limit: str) -> None:
+    error = error_of(seeded.get(path), 400, "bad_parameter")
+    assert error["detail"] == {"parameter": "limit"}
+    assert limit in error["message"]
+
+
+def test_an_oversized_json_value_is_stored_cut_not_refused(client: TestClient) -> None:
+    # Unlike the text fields above, a JSON value over 256 KB is kept as a marker
+    # (tests/test_limits.py covers every write path).
+    r = client.post("/api/executions", json={"id": "v", "result": ["x" * 300_000]})
+    assert r.status_code == 201, r.text[:300]
+    result = r.json()["execution"]["result"]
+    assert (result["runyard_truncated"], result["bytes"]) == (True, 300_004)
+    assert result["preview"] == '["' + "x" * (4096 - 2)
+
+
 # -- wrong types everywhere ---------------------------------------------------------
 
 def _typed_fields(model: type[BaseModel]) -> list[str]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -50,7 +53,7 @@ def test_serve_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
     done = runyard("serve", "--host", "0.0.0.0", "--database-url", f"sqlite:///{db}")
     assert done.returncode != 0
     assert "refusing to listen on 0.0.0.0" in done.stderr
-    assert "token" in done.stderr
+    assert "runyard token create --role read --name NAME" in done.stderr
     assert not db.exists(), "it refused before touching the database"
 
 
@@ -127,3 +130,77 @@ def test_serve_seeds_an_empty_database_and_answers(tmp_path: Path) -> None:
     # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught.
     assert proc.returncode in (0, -signal.SIGTERM), log.read_text()
     assert "the database was empty: wrote 120 demo executions" in log.read_text()
+
+
+# -- tokens (issue 7) ----------------------------------------------------------
+
+def test_token_create_list_revoke(database_url: str) -> None:
+    made = runyard("token", "create", "--role", "read,exec", "--name", "ops",
+                   "--database-url", database_url)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.splitlines()[-1]
+    assert re.fullmatch(r"ryd_[A-Za-z0-9_-]{43}", token), made.stdout
+    assert "ops" in made.stdout and "read,exec" in made.stdout
+    stored = _scalar(database_url, "SELECT token_hash FROM api_token")
+    assert stored == hashlib.sha256(token.encode()).hexdigest(), "stored hashed"
+    assert runyard("token", "create", "--role", "write", "--name", "ops",
+                   "--scope", "team-a", "--database-url", database_url).returncode == 0
+
+    listed = runyard("token", "list", "--database-url", database_url)
+    assert listed.returncode == 0, listed.stderr
+    assert token not in listed.stdout and token[:8] in listed.stdout
+    assert "team-a" in listed.stdout and listed.stdout.count("ops") == 2
+
+    ambiguous = runyard("token", "revoke", "ops", "--database-url", database_url)
+    assert ambiguous.returncode == 2
+    assert "2 active tokens are named 'ops'" in ambiguous.stderr
+    token_id = _scalar(database_url, "SELECT id FROM api_token WHERE roles = 'read,exec'")
+    revoked = runyard("token", "revoke", token_id, "--database-url", database_url)
+    assert revoked.returncode == 0, revoked.stderr
+    assert _scalar(database_url, "SELECT count(*) FROM api_token WHERE revoked_at IS NOT NULL") == 1
+    # Now the name is one active token's.
+    assert runyard("token", "revoke", "ops", "--database-url", database_url).returncode == 0
+    assert runyard("token", "revoke", "nobody",
+                   "--database-url", database_url).stderr.strip().endswith("'nobody'")
+
+
+def test_token_create_refuses_bad_roles_and_names(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/runyard.db"
+    bad_role = runyard("token", "create", "--role", "admin", "--name", "x", "--database-url", url)
+    assert bad_role.returncode == 2 and "unknown role 'admin'" in bad_role.stderr
+    long_name = runyard("token", "create", "--role", "read", "--name", "n" * 65,
+                        "--database-url", url)
+    assert long_name.returncode == 2 and "1 to 64 characters" in long_name.stderr
+    assert _scalar(url, "SELECT count(*) FROM api_token") == 0
+
+
+def test_serve_listens_on_a_public_address_once_a_token_exists(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/runyard.db"
+    token = runyard("token", "create", "--role", "read", "--name", "r",
+                    "--database-url", url).stdout.splitlines()[-1]
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*RUNYARD, "serve", "--host", "0.0.0.0", "--port", str(port), "--no-demo",
+             "--database-url", url],
+            env=_env(), stdout=out, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(proc, f"{base}/healthz", log)
+        try:
+            urllib.request.urlopen(f"{base}/api/executions", timeout=5)
+            raise AssertionError("answered without a token")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+        request = urllib.request.Request(f"{base}/api/executions",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert json.load(response)["executions"] == []
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -22,7 +22,8 @@ TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 def _client(database_url: str, **settings: Any) -> TestClient:
     app = create_app(FAST.with_(database_url=database_url, **settings))
     # A loopback Host: the job routes refuse others (DNS rebinding).
-    return TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
+    return TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False,
+                      client=("127.0.0.1", 50000))
 
 
 @pytest.fixture

@@ -165,3 +165,46 @@ def test_runyard_run_explains_a_server_that_does_not_run_commands(database_url: 
                               check=False)
     assert done.returncode == 2
     assert "--allow-exec" in done.stderr and "RUNYARD_ALLOW_EXEC=1" in done.stderr
+
+
+def _create_token(database_url: str, role: str, name: str) -> str:
+    made = subprocess.run([*RUNYARD, "token", "create", "--role", role, "--name", name,
+                           "--database-url", database_url], env=_env(), capture_output=True,
+                          text=True, timeout=60, check=True)
+    return made.stdout.strip().splitlines()[-1]
+
+
+def test_runyard_run_and_the_recorder_send_their_token(database_url: str) -> None:
+    import httpx
+
+    from app import recorder
+
+    ops = _create_token(database_url, "exec", "ops")
+    exporter = _create_token(database_url, "write", "exporter")
+    with running_server(database_url, "--allow-exec") as base:
+        port = base.rsplit(":", 1)[1]
+
+        def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*RUNYARD, "run", "--port", port, *args], env=_env(**env),
+                                  capture_output=True, text=True, timeout=60, check=False)
+
+        refused = run("--", "echo", "hi")
+        assert refused.returncode == 2
+        assert "token" in refused.stderr and "exec" in refused.stderr, refused.stderr
+        followed = run("--token", ops, "-f", "--", "echo", "hi")
+        assert followed.returncode == 0, followed.stderr
+        assert followed.stdout == "hi\n"
+        from_env = run("--", "true", RUNYARD_TOKEN=ops)
+        assert from_env.returncode == 0, from_env.stderr
+
+        recorder.configure(endpoint=base, token=exporter, delay_ms=50)
+        try:
+            with recorder.execution("recorded-with-a-token") as recorded:
+                pass
+            assert recorder.flush()
+        finally:
+            recorder.shutdown()
+        seen = httpx.get(f"{base}/api/executions/{recorded.execution_id}",
+                         headers={"Authorization": f"Bearer {ops}"})
+        assert seen.status_code == 200, seen.text
+        assert seen.json()["execution"]["name"] == "recorded-with-a-token"

@@ -18,13 +18,14 @@ from app.factory import create_app
 from tests.jobs_support import FAST
 
 BASE = "http://127.0.0.1:8000"
+LOOPBACK = ("127.0.0.1", 50000)
 HTMX = {"HX-Request": "true", "HX-Current-URL": f"{BASE}/?status=failed&run=old&tab=events"}
 
 
 @pytest.fixture
 def page(database_url: str) -> Iterator[TestClient]:
     app = create_app(FAST.with_(database_url=database_url, allow_exec=True))
-    with TestClient(app, base_url=BASE, follow_redirects=False) as c:
+    with TestClient(app, base_url=BASE, follow_redirects=False, client=LOOPBACK) as c:
         yield c
 
 
@@ -106,7 +107,7 @@ def test_cancel_from_the_page_and_exec_off_hides_everything(
     assert r.status_code == 303
     _status(page, run["execution_id"], {"cancelled"})
     off = create_app(FAST.with_(database_url=database_url))
-    with TestClient(off, base_url=BASE) as c:
+    with TestClient(off, base_url=BASE, client=LOOPBACK) as c:
         assert c.post(f"/runs/{run['execution_id']}/rerun").status_code == 403
         text = c.get(f"/runs/{run['execution_id']}/job").text
         assert "Job" in text and "<button" not in text

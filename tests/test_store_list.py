@@ -45,6 +45,7 @@ from sqlalchemy.engine import make_url
 from app.db.engine import open_database
 from app.db.migrate import upgrade
 from app.store import Store
+from app.store.cursor import Cursor
 from app.store.errors import BadParameter
 from app.store.inputs import IngestBatch
 from app.store.params import parse_list_params
@@ -371,19 +372,26 @@ def test_cursor_is_tied_to_its_sort_and_opaque(loaded: Store, truth: Dataset) ->
     cursor = body["next_cursor"]
     assert cursor
     with pytest.raises(BadParameter) as err:
-        parse_list_params([("cursor", cursor), ("sort", "created_at:desc")])
+        loaded.list_executions(
+            parse_list_params([("cursor", cursor), ("sort", "created_at:desc")]))
     assert err.value.detail == {"parameter": "cursor"}
+    assert "duration_ms:asc" in err.value.message
     with pytest.raises(BadParameter):
-        parse_list_params([("cursor", "not-a-cursor")])
-    # A forged cursor only moves the position, and one no stored id could match
-    # (a NUL, a lone surrogate) is refused before it reaches the database.
-    for forged in ("a\x00", "\ud800", "x" * 129):
-        raw = json.dumps(["created_at:desc", 1, forged]).encode()
-        with pytest.raises(BadParameter):
-            parse_list_params([("cursor", base64.urlsafe_b64encode(raw).decode())])
-    # "~" sorts after every id: the page starts with the whole tie at BIG_TIE_MS.
+        loaded.list_executions(parse_list_params([("cursor", "not-a-cursor")]))
+    # An unsigned cursor (the format before cursors were signed) is refused.
     raw = json.dumps(["created_at:desc", BIG_TIE_MS, "~"]).encode()
-    body = listing(loaded, Query(), ("cursor", base64.urlsafe_b64encode(raw).decode()))
+    with pytest.raises(BadParameter):
+        listing(loaded, Query(), ("cursor", base64.urlsafe_b64encode(raw).decode()))
+    # Even signed, one no stored id could match (a NUL, a lone surrogate) is
+    # refused before it reaches the database.
+    for forged in ("a\x00", "\ud800", "x" * 129):
+        signed = Cursor("created_at:desc", 1, forged).encode(loaded.cursor_key, None)
+        with pytest.raises(BadParameter):
+            listing(loaded, Query(), ("cursor", signed))
+    # A cursor signed with the store's key only moves the position: "~" sorts
+    # after every id, so the page starts with the whole tie at BIG_TIE_MS.
+    signed = Cursor("created_at:desc", BIG_TIE_MS, "~").encode(loaded.cursor_key, None)
+    body = listing(loaded, Query(), ("cursor", signed))
     assert [r["id"] for r in body["executions"]] == [
         r.id for r in in_order(truth.runs, Query()) if r.created_at <= BIG_TIE_MS][:50]
     # meta can be asked for on a later page too.

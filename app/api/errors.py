@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
-from app.store.errors import StoreError
+from app.store.errors import STORAGE_EXCEPTIONS, StorageFailure, StoreError, storage_failure
 
 log = logging.getLogger("runyard.api")
 
@@ -33,6 +33,9 @@ STATUS_BY_CODE = {
     "invalid_body": 422,
     "internal_error": 500,
     "unavailable": 503,
+    "storage_unavailable": 503,
+    "storage_full": 503,
+    "storage_read_only": 503,
 }
 
 
@@ -82,6 +85,32 @@ async def _store_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.code, exc.message, exc.detail)
 
 
+def storage_response(failure: StorageFailure) -> JSONResponse:
+    """The JSON 503 for a failing database, with a ``Retry-After`` hint."""
+    response = error_response(failure.code, failure.message, failure.detail, status=503)
+    response.headers["Retry-After"] = str(failure.retry_after_s)
+    return response
+
+
+# Paths whose errors are JSON; every other path is the page's, answered in HTML.
+_JSON_PREFIXES = ("/api/", "/v1/", "/healthz")
+
+
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    failure = storage_failure(exc)
+    if failure is None:         # a failing query, not a failing database: a bug
+        return await _unexpected(request, exc)
+    # One line, no traceback: during an outage every request fails the same way.
+    cause = getattr(exc, "orig", None) or exc
+    log.warning("%s %s: %s (%s: %s)", request.method, request.url.path, failure.code,
+                type(cause).__name__, (str(cause).strip().splitlines() or [""])[0])
+    page_error = getattr(request.app.state, "page_error", None)
+    if page_error is not None and not request.url.path.startswith(_JSON_PREFIXES):
+        page: Response = page_error(request, failure)
+        return page
+    return storage_response(failure)
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
@@ -97,5 +126,6 @@ EXCEPTION_HANDLERS = {
     ApiError: _api_error,
     StoreError: _store_error,
     HTTPException: _http_error,
+    **{cls: _storage_error for cls in STORAGE_EXCEPTIONS},
     Exception: _unexpected,
 }

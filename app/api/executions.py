@@ -1,4 +1,9 @@
-"""JSON routes for reading and recording executions and their parts."""
+"""JSON routes for reading and recording executions and their parts.
+
+Every route acts for ``principal_of(request)``: reads see only its
+``read_scope`` (another scope's run is a 404, like a missing one), creates
+land in its ``write_scope``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from starlette.routing import Route
 
 from app.api.body import read_model
 from app.api.errors import ApiError
+from app.auth.principal import principal_of
 from app.exec_policy import exec_refusal
 from app.store import Store
 from app.store.errors import execution_not_found
@@ -43,6 +49,11 @@ async def _call(request: Request, fn: Callable[..., Any], *args: Any, **kwargs: 
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
+def _scope(request: Request) -> str | None:
+    """The scope this request may read and change (None: every scope)."""
+    return principal_of(request).read_scope
+
+
 def _execution_id(request: Request) -> str:
     """The execution id of the path. Ids never hold NUL, and PostgreSQL fails on
     one instead of finding nothing, so such an id is answered here."""
@@ -58,7 +69,8 @@ async def _part_id(request: Request, name: str, code: str, what: str) -> str:
     part_id: str = request.path_params[name]
     if "\x00" in part_id:
         # An unknown execution is still the 404 to give.
-        await _call(request, _store(request).get_execution, execution_id)
+        await _call(request, _store(request).get_execution, execution_id,
+                    scope_id=_scope(request))
         raise ApiError(code, f"no {what} {part_id!r} in execution {execution_id!r}",
                        {"execution_id": execution_id, name: part_id})
     return part_id
@@ -69,39 +81,42 @@ def _created(name: str, obj: dict[str, Any], created: bool) -> JSONResponse:
 
 
 async def list_executions(request: Request) -> JSONResponse:
-    query = parse_list_params(request.query_params.multi_items())
+    query = parse_list_params(request.query_params.multi_items(), scope_id=_scope(request))
     return JSONResponse(await _call(request, _store(request).list_executions, query))
 
 
 async def get_execution(request: Request) -> JSONResponse:
     execution, pending = await _call(
-        request, _store(request).get_execution, _execution_id(request))
+        request, _store(request).get_execution, _execution_id(request),
+        scope_id=_scope(request))
     return JSONResponse({"execution": execution, "pending_interaction": pending})
 
 
 async def create_execution(request: Request) -> JSONResponse:
     data = await read_model(request, ExecutionCreate)
-    obj, created = await _call(request, _store(request).create_execution, data)
+    obj, created = await _call(request, _store(request).create_execution, data,
+                               principal_of(request).write_scope)
     return _created("execution", obj, created)
 
 
 async def patch_execution(request: Request) -> JSONResponse:
     data = await read_model(request, ExecutionPatch)
     obj = await _call(request, _store(request).update_execution,
-                      _execution_id(request), data)
+                      _execution_id(request), data, scope_id=_scope(request))
     return JSONResponse({"execution": obj})
 
 
 async def list_tool_calls(request: Request) -> JSONResponse:
     _no_params(request)
-    rows = await _call(request, _store(request).tool_calls, _execution_id(request))
+    rows = await _call(request, _store(request).tool_calls, _execution_id(request),
+                       scope_id=_scope(request))
     return JSONResponse({"tool_calls": rows})
 
 
 async def start_tool_call(request: Request) -> JSONResponse:
     data = await read_model(request, ToolCallStart)
     obj, created = await _call(request, _store(request).start_tool_call,
-                               _execution_id(request), data)
+                               _execution_id(request), data, scope_id=_scope(request))
     return _created("tool_call", obj, created)
 
 
@@ -109,21 +124,21 @@ async def finish_tool_call(request: Request) -> JSONResponse:
     data = await read_model(request, ToolCallFinish)
     tool_call_id = await _part_id(request, "tool_call_id", "tool_call_not_found", "tool call")
     obj = await _call(request, _store(request).finish_tool_call,
-                      _execution_id(request), tool_call_id, data)
+                      _execution_id(request), tool_call_id, data, scope_id=_scope(request))
     return JSONResponse({"tool_call": obj})
 
 
 async def list_interactions(request: Request) -> JSONResponse:
     _no_params(request)
     rows = await _call(request, _store(request).interactions,
-                       _execution_id(request))
+                       _execution_id(request), scope_id=_scope(request))
     return JSONResponse({"interactions": rows})
 
 
 async def ask(request: Request) -> JSONResponse:
     data = await read_model(request, InteractionAsk)
     obj, created = await _call(request, _store(request).ask,
-                               _execution_id(request), data)
+                               _execution_id(request), data, scope_id=_scope(request))
     return _created("interaction", obj, created)
 
 
@@ -133,12 +148,12 @@ async def resolve(request: Request) -> JSONResponse:
                                     "interaction")
     # A job's approval runs or cancels a command: the job routes' rules apply (issue 5).
     if await _call(request, _store(request).is_job_gate, _execution_id(request),
-                   interaction_id):
+                   interaction_id, scope_id=_scope(request)):
         refusal = exec_refusal(request)
         if refusal is not None:
             raise ApiError("forbidden", *refusal)
     obj = await _call(request, _store(request).resolve, _execution_id(request),
-                      interaction_id, data)
+                      interaction_id, data, scope_id=_scope(request))
     return JSONResponse({"interaction": obj})
 
 
@@ -186,20 +201,21 @@ def _events_params(request: Request) -> dict[str, Any]:
 async def list_events(request: Request) -> JSONResponse:
     page = _events_params(request)
     rows, next_after = await _call(request, _store(request).events,
-                                   _execution_id(request), **page)
+                                   _execution_id(request), scope_id=_scope(request), **page)
     return JSONResponse({"events": rows, "next_after_seq": next_after})
 
 
 async def append_events(request: Request) -> JSONResponse:
     data = await read_model(request, EventsAppend)
     written = await _call(request, _store(request).append_events,
-                          _execution_id(request), data)
+                          _execution_id(request), data, scope_id=_scope(request))
     return JSONResponse({"events": written}, status_code=201)
 
 
 async def ingest(request: Request) -> JSONResponse:
     data = await read_model(request, IngestBatch)
-    return JSONResponse(await _call(request, _store(request).ingest, data))
+    return JSONResponse(await _call(request, _store(request).ingest, data,
+                                    principal_of(request).write_scope))
 
 
 def _no_params(request: Request) -> None:

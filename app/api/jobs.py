@@ -4,6 +4,8 @@ All of them answer 403 unless the server allows running commands (see
 ``app.exec_policy``); each answers ``{"execution_id", "status"}``. The worker
 pool, when this process has one, is told at once: a submission or approval
 wakes it, a cancel stops the process now rather than at the next lease beat.
+A submission runs in the principal's ``write_scope``; the other routes act only
+on runs of its ``read_scope`` (another scope's run is a 404).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from starlette.routing import Route
 
 from app.api.body import read_model
 from app.api.errors import ApiError
+from app.auth.principal import principal_of
 from app.exec_policy import exec_refusal
 from app.store import Store
 from app.store.errors import execution_not_found
@@ -64,7 +67,8 @@ def _accepted(answer: dict[str, Any], status: int = 202) -> JSONResponse:
 async def submit(request: Request) -> JSONResponse:
     store = _allowed(request)
     data = await read_model(request, JobSubmit)
-    answer, created = await run_in_threadpool(store.submit_job, data, job_limits(request))
+    answer, created = await run_in_threadpool(store.submit_job, data, job_limits(request),
+                                              principal_of(request).write_scope)
     if created and answer["status"] == "queued" and _pool(request) is not None:
         _pool(request).wake()
     return _accepted(answer, 202 if created else 200)
@@ -74,7 +78,7 @@ async def _decide(request: Request, accept: bool) -> JSONResponse:
     store = _allowed(request)
     action = await _action(request)
     answer = await run_in_threadpool(store.decide_approval, _execution_id(request), accept,
-                                     action.reason)
+                                     action.reason, scope_id=principal_of(request).read_scope)
     if accept and _pool(request) is not None:
         _pool(request).wake()
     return _accepted(answer)
@@ -92,7 +96,8 @@ async def cancel(request: Request) -> JSONResponse:
     store = _allowed(request)
     action = await _action(request)
     execution_id = _execution_id(request)
-    answer, owner = await run_in_threadpool(store.cancel_job, execution_id, action.reason)
+    answer, owner = await run_in_threadpool(store.cancel_job, execution_id, action.reason,
+                                            scope_id=principal_of(request).read_scope)
     pool = _pool(request)
     if owner is not None and pool is not None and pool.worker.owner == owner:
         pool.cancel(execution_id)
@@ -103,7 +108,8 @@ async def rerun(request: Request) -> JSONResponse:
     store = _allowed(request)
     await _action(request)
     answer = await run_in_threadpool(store.rerun_job, _execution_id(request),
-                                     job_limits(request), "http")
+                                     job_limits(request), "http",
+                                     scope_id=principal_of(request).read_scope)
     if answer["status"] == "queued" and _pool(request) is not None:
         _pool(request).wake()
     return _accepted(answer)

@@ -357,6 +357,7 @@ def build_document() -> dict[str, Any]:
     resolve = paths["/api/executions/{execution_id}/interactions/{interaction_id}/resolve"]
     resolve["post"]["responses"]["403"] = _json(Error, "a job's approval, and running "
                                                 "commands is not allowed")
+    _add_common_responses(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Runyard", "version": "0.1.0",
@@ -365,6 +366,31 @@ def build_document() -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": schemas},
     }
+
+
+# What any route but /healthz may answer whatever its own outcome: no or a wrong
+# token (once tokens exist), a token without the role or scope, the request rate,
+# and a database that cannot take writes (disk full, read-only) or does not answer.
+COMMON_RESPONSES = {
+    "401": "no token, or one that is unknown or revoked (once any token exists)",
+    "403": "the token lacks the role this route needs, or the row is outside its scope",
+    "429": "over the request rate of this token (or address); see Retry-After",
+    "503": "the database cannot take the write, or does not answer",
+}
+
+
+def _add_common_responses(paths: dict[str, Any]) -> None:
+    """Every operation but the public health check documents the common answers."""
+    for path, item in paths.items():
+        if path == "/healthz":
+            continue
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            responses = operation["responses"]
+            for code, description in COMMON_RESPONSES.items():
+                # A route's own description (e.g. the job routes' 403) says more.
+                responses.setdefault(code, _json(Error, description))
 
 
 def _job_paths() -> dict[str, Any]:

@@ -6,6 +6,10 @@ body a ``google.rpc.Status``, each in the request's own encoding, so stock
 exporters understand them. A wrong content type cannot be answered in "the
 request's encoding", so 415 uses the API's usual JSON error shape, as does the
 413 of ``BodyLimitMiddleware`` (it answers before the route runs).
+
+Spans land in the principal's ``write_scope``. A trace id is global, so a
+trace already recorded in another scope is not written to: its spans are
+reported as rejected (``partial_success``), with a reason that names no run.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api.errors import error_response
+from app.auth.principal import principal_of
 from app.otlp import decode
 from app.otlp.mapping import Mapped, map_request
+from app.store.errors import STORAGE_EXCEPTIONS, storage_failure
 
 _CODE_INVALID_ARGUMENT = 3
 _CODE_RESOURCE_EXHAUSTED = 8
+_CODE_UNAVAILABLE = 14
 
 
 def _encoded(message: Message, content_type: str, status: int) -> Response:
@@ -66,12 +73,26 @@ async def export_traces(request: Request) -> Response:
         return _status(content_type, 413, _CODE_RESOURCE_EXHAUSTED, str(exc))
     except decode.Undecodable as exc:
         return _status(content_type, 400, _CODE_INVALID_ARGUMENT, str(exc)[:500])
+    foreign = 0
     if mapped.traces:
-        await run_in_threadpool(request.app.state.store.write_traces, mapped.traces)
+        try:
+            written = await run_in_threadpool(request.app.state.store.write_traces,
+                                              mapped.traces, principal_of(request).write_scope)
+            foreign = written["rejected_spans"]
+        except STORAGE_EXCEPTIONS as exc:
+            if (failure := storage_failure(exc)) is None:
+                raise
+            # OTLP/HTTP: 503 is retryable; exporters back off by Retry-After.
+            unavailable = _status(content_type, 503, _CODE_UNAVAILABLE, failure.message)
+            unavailable.headers["Retry-After"] = str(failure.retry_after_s)
+            return unavailable
     answer = ExportTraceServiceResponse()
-    if mapped.rejected:
-        answer.partial_success.rejected_spans = mapped.rejected
-        answer.partial_success.error_message = mapped.reason
+    reasons = [mapped.reason] if mapped.rejected else []
+    if foreign:
+        reasons.append(f"{foreign} span(s) of a trace id this token may not write to")
+    if mapped.rejected or foreign:
+        answer.partial_success.rejected_spans = mapped.rejected + foreign
+        answer.partial_success.error_message = "; ".join(reasons)
     return _encoded(answer, content_type, 200)
 
 

@@ -12,6 +12,7 @@ wait on the writer. PostgreSQL uses one pool for both.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
 from app.db.dialect import Dialect
+
+# libpq options for every PostgreSQL connection (the pool's and LISTEN's).
+PG_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
+    "keepalives_interval": 5, "keepalives_count": 3,
+}
 
 
 def normalize_url(url: str) -> str:
@@ -76,12 +83,37 @@ def open_database(url: str, read_pool_size: int = 8) -> Database:
                              max_overflow=read_pool_size, pool_use_lifo=True)
         _sqlite_listeners(read, begin="BEGIN", query_only=True)
         return Database(url, Dialect.SQLITE, write, read)
-    engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # Surviving a PostgreSQL restart: pre-ping replaces a pooled connection
+    # that died with the old server at checkout (and a disconnect error drops
+    # the whole pool), and a request fails within seconds while the server is
+    # down, instead of hanging: a connect gives up after 5 s, a dead peer is
+    # noticed by TCP keepalives, and a request waits at most 10 s for a pooled
+    # connection. Each of those failures answers 503 (app.store.errors).
+    engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True,
+                           pool_timeout=10, connect_args=PG_CONNECT_ARGS)
     # Reads share the pool but run REPEATABLE READ, READ ONLY: the several
     # queries behind one list response (page, total, facets, timeline) then
     # see one snapshot and agree with each other, as they do on SQLite.
     read = engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    _default_read_write(engine)
     return Database(url, Dialect.POSTGRESQL, engine, read)
+
+
+def _default_read_write(engine: Engine) -> None:
+    """Let a write transaction take the database's own default mode.
+
+    A connection the read engine used comes back with psycopg's ``read_only``
+    reset to False, and psycopg then opens every transaction with ``BEGIN READ
+    WRITE``, overriding a database an operator made read-only
+    (``default_transaction_read_only``). Back to None (plain ``BEGIN``), such a
+    database refuses the write (25006), which answers 503 ``storage_read_only``."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_conn: Any, _record: Any) -> None:
+        if dbapi_conn is not None and getattr(dbapi_conn, "read_only", None) is False:
+            # A broken connection refuses the change; the pool discards it anyway.
+            with contextlib.suppress(Exception):
+                dbapi_conn.read_only = None
 
 
 def _lower(value: object) -> object:

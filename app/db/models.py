@@ -187,8 +187,43 @@ class Job(Base):
     )
 
 
+class ApiToken(Base):
+    """An access token (issue 7). Only the SHA-256 of the secret is stored."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    # Comma-separated roles, e.g. "read,exec".
+    roles: Mapped[str] = mapped_column(Text)
+    # NULL: every scope.
+    scope_id: Mapped[str | None] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    # The first characters of the token, so `runyard token list` can tell them apart.
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        # Every authenticated request looks its token up by hash.
+        Index("ix_api_token_token_hash", "token_hash", unique=True),
+    )
+
+
+class ServerKey(Base):
+    """Server-wide secrets (the session and cursor signing key), created once so
+    every replica on the same database signs alike."""
+
+    __tablename__ = "server_key"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 executions = Execution.__table__
 tool_calls = ToolCall.__table__
 interactions = Interaction.__table__
 events = Event.__table__
 jobs = Job.__table__
+api_tokens = ApiToken.__table__
+server_keys = ServerKey.__table__

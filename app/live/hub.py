@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from app.live.notifier import Notifier
 from app.store import Store
 from app.store.changes import changes_row
+from app.store.errors import storage_failure
 from app.store.filters import ExecutionFilter
 from app.store.inputs import TERMINAL
 from app.store.records import event_out, execution_out
@@ -190,8 +191,13 @@ class Hub:
                 await asyncio.sleep(self.coalesce_s)
             try:
                 await self.poll_once()
-            except Exception:
-                log.exception("reading the change feed failed; retrying")
+            except Exception as exc:
+                # The database down or restarting: keep the head and the
+                # subscribers, and read on from the head once it answers.
+                if (failure := storage_failure(exc)) is not None:
+                    log.warning("reading the change feed failed (%s); retrying", failure.code)
+                else:
+                    log.exception("reading the change feed failed; retrying")
                 await asyncio.sleep(1)
 
     async def poll_once(self) -> None:

@@ -3,8 +3,10 @@
 Every write transaction that appends events sends ``NOTIFY runyard_feed`` with
 its last event id (delivered at commit; see ``app.db.dialect.notify_feed``).
 This task keeps one listening connection and republishes to the in-process
-notifier. A lost connection is retried; the hub's slow backstop poll covers
-anything missed meanwhile.
+notifier. A lost connection (PostgreSQL restarted, the network cut: TCP
+keepalives notice a silent peer) is retried with a capped backoff, and LISTEN
+is issued again on the new connection; the hub's slow backstop poll covers
+anything missed meanwhile, and a reconnect wakes it at once to catch up.
 """
 
 from __future__ import annotations
@@ -17,9 +19,14 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from app.db.dialect import FEED_CHANNEL
+from app.db.engine import PG_CONNECT_ARGS
 from app.live.notifier import Notifier
 
 log = logging.getLogger("runyard.live")
+
+# The longest wait between reconnect attempts: after an outage, notifications
+# resume within this long of the server coming back.
+MAX_RETRY_S = 4.0
 
 
 def libpq_url(url: str) -> str:
@@ -47,13 +54,14 @@ async def listen(url: str, notifier: Notifier) -> None:
         except Exception as exc:
             log.warning("LISTEN %s lost (%s); retrying in %.1fs", FEED_CHANNEL, exc, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10)
+            delay = min(delay * 2, MAX_RETRY_S)
 
 
 async def _connect(dsn: str) -> psycopg.AsyncConnection[object]:
     """Connect; if shutdown cancels us meanwhile, close what the connect opened
     (a half-made connection dropped on the floor leaks its socket)."""
-    connecting = asyncio.ensure_future(psycopg.AsyncConnection.connect(dsn, autocommit=True))
+    connecting = asyncio.ensure_future(psycopg.AsyncConnection.connect(
+        dsn, autocommit=True, **PG_CONNECT_ARGS))
     try:
         return await asyncio.shield(connecting)
     except asyncio.CancelledError:

@@ -4,6 +4,10 @@ Resume: a client sends ``Last-Event-ID`` (browsers do on their own reconnects)
 or ``?after=``. The stream subscribes to the hub *first*, then replays what
 the table holds after that id, then forwards live messages, skipping any id
 it has already sent: nothing lost in the hand-over, nothing twice.
+
+Scopes: the list stream's filter carries the principal's ``read_scope`` (so
+the hub's matcher drops other scopes' rows), and a run stream of another
+scope's run is the same 404 as one of a missing run.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
 from app.api.errors import ApiError
+from app.auth.principal import principal_of
 from app.live.hub import Batch, EventRenderer, Hub, RowRenderer, list_message, run_message
 from app.store import Store
 from app.store.inputs import TERMINAL
@@ -77,7 +82,8 @@ def _format(request: Request) -> bool:
 
 async def list_stream(request: Request) -> EventSourceResponse:
     # A relative `from` is read once, here, at connect.
-    query = parse_list_params(request.query_params.multi_items(), allowed_extra=STREAM_EXTRA)
+    query = parse_list_params(request.query_params.multi_items(), allowed_extra=STREAM_EXTRA,
+                              scope_id=principal_of(request).read_scope)
     after = _resume_id(request)
     html = _html(request)
     hub: Hub = request.app.state.hub
@@ -126,7 +132,8 @@ async def run_stream(request: Request) -> EventSourceResponse:
     store: Store = request.app.state.store
     # 404 before the stream starts; and read the status before the backlog, so
     # a run seen as ended has all its events in the backlog that follows.
-    status = await run_in_threadpool(store.execution_status, execution_id)
+    status = await run_in_threadpool(store.execution_status, execution_id,
+                                     scope_id=principal_of(request).read_scope)
     render = html.event_renderer(execution_id) if html is not None else None
     sub = hub.subscribe_run(execution_id, render)
 

@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from app.limits.values import cut_value, is_cut
 from app.otlp.attributes import as_dict, as_text, bounded, clean, json_or_text, labels_of
 
 # Bits 8 and 9 of Span.flags: "has is-remote" and "is remote".
@@ -149,12 +150,13 @@ def _events(span: Span, trace_id: str, span_id: str) -> tuple[list[Event], list[
             first_error = first_error or text
             data = {"span_id": span_id, "stacktrace": attrs.pop("exception.stacktrace", None),
                     "attributes": bounded(attrs) or None}
-            out.append(Event("log", text, "error", data, ts))
+            out.append(Event("log", text, "error", cut_value(data), ts))
             continue
         level = str(attrs.pop("runyard.level", "info"))
         out.append(Event("log", clean(ev.name, 1024) or "event",
                          level if level in ("debug", "info", "warn", "error") else "info",
-                         {"span_id": span_id, "attributes": bounded(attrs) or None}, ts))
+                         cut_value({"span_id": span_id, "attributes": bounded(attrs) or None}),
+                         ts))
     return out, asked, first_error
 
 
@@ -169,9 +171,9 @@ def _interaction(attrs: dict[str, Any], trace_id: str, span_id: str, index: int,
         kind=kind if kind in ("elicitation", "approval") else "elicitation",
         status="resolved" if action else "pending",
         message=_text_or_none(attrs.get("runyard.interaction.message")),
-        request=json_or_text(attrs.get("runyard.interaction.request")),
+        request=cut_value(json_or_text(attrs.get("runyard.interaction.request"))),
         action=action,
-        response=json_or_text(attrs.get("runyard.interaction.response")),
+        response=cut_value(json_or_text(attrs.get("runyard.interaction.response"))),
         created_at=ts, resolved_at=ts if action else None)
 
 
@@ -183,6 +185,15 @@ def _status(span: Span, exception: str | None) -> tuple[str, str | None]:
     if span.status.code == Status.STATUS_CODE_ERROR:
         return "failed", clean(span.status.message) or exception or "error"
     return ("completed" if span.end_time_unix_nano else "running"), None
+
+
+def _cut_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """``trigger_meta`` within the value limit. Its ``otlp`` ids stay whole: the
+    store finds a re-sent root by them (a cut one would be recorded twice)."""
+    if not is_cut(cut_value(meta)):
+        return meta
+    rest = {key: value for key, value in meta.items() if key != "otlp"}
+    return {"otlp": meta["otlp"], "cut": cut_value(rest)}
 
 
 def _is_root(span: Span) -> bool:
@@ -212,7 +223,7 @@ def _map_span(span: Span, trace_id: str, scope: Any, resource: dict[str, Any]) -
         return Root(span_id=span_id, status=status, error=error, events=events,
                     interactions=asked, name=clean(span.name, 1024) or "span",
                     trigger_kind=clean(as_text(trigger or scope.name or "otlp"), 64),
-                    trigger_meta=meta, code=None if code is None else as_text(code),
+                    trigger_meta=_cut_meta(meta), code=None if code is None else as_text(code),
                     labels=labels_of(attrs), **times)
     tool = _first(attrs, _TOOL_KEYS)
     args = _first(attrs, _ARG_KEYS)
@@ -221,7 +232,8 @@ def _map_span(span: Span, trace_id: str, scope: Any, resource: dict[str, Any]) -
                 interactions=asked, id=tool_call_id_of(trace_id, span_id),
                 parent_id=tool_call_id_of(trace_id, span.parent_span_id.hex()),
                 tool_path=clean(as_text(tool or span.name or "span"), 256),
-                args=json_or_text(args), result=json_or_text(result), **times)
+                args=cut_value(json_or_text(args)), result=cut_value(json_or_text(result)),
+                **times)
 
 
 def map_request(request: ExportTraceServiceRequest) -> Mapped:

@@ -5,6 +5,9 @@ commit (``app.db.dialect.notify_feed``): a submission, an approval, a retry.
 A worker listening on that channel looks for queued jobs at once instead of
 at its next poll; a cheap indexed read tells it whether there is one. SQLite
 has no such channel: there the worker polls every ``worker_poll_s``.
+
+A lost connection (PostgreSQL restarted) is made again and LISTEN issued
+again, and the worker is woken at once for what was queued meanwhile.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from app.db.dialect import FEED_CHANNEL
+from app.db.engine import PG_CONNECT_ARGS
 
 log = logging.getLogger("runyard.runner")
 
@@ -27,7 +31,8 @@ async def listen_for_commits(url: str, wake: Callable[[], None]) -> None:
     delay = 0.5
     while True:
         try:
-            async with await psycopg.AsyncConnection.connect(libpq, autocommit=True) as conn:
+            async with await psycopg.AsyncConnection.connect(
+                    libpq, autocommit=True, **PG_CONNECT_ARGS) as conn:
                 await conn.execute(f"LISTEN {FEED_CHANNEL}")
                 delay = 0.5
                 wake()   # whatever was queued while we were not listening
@@ -38,4 +43,5 @@ async def listen_for_commits(url: str, wake: Callable[[], None]) -> None:
         except Exception as exc:
             log.warning("LISTEN %s lost (%s); retrying in %.1fs", FEED_CHANNEL, exc, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10)
+            # Capped low: while it waits, the worker only has its slow poll.
+            delay = min(delay * 2, 4.0)

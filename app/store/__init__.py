@@ -4,11 +4,18 @@ Web, API, live and runner call :class:`Store`; each method is one transaction.
 Writes hold the feed lock (see ``app.db.dialect.lock_feed``) and, after they
 commit, tell the ``on_commit`` callback what they appended, which is how the
 live layer learns of changes without the store importing it.
+
+Scopes: every read or write of one run takes ``scope_id`` (the principal's
+``read_scope``; None sees every scope). A run of another scope is answered
+exactly like a missing one (``execution_not_found``), so a reader cannot learn
+it exists. Lists take the scope in ``ExecutionFilter.scope_id``; their cursors
+are signed with ``cursor_key`` for that scope and sort (``app.store.cursor``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import secrets
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,11 +35,13 @@ from app.store import (
     runview,
     spans,
     steps,
+    tokens,
     trace,
 )
 from app.store import executions as execs
 from app.store import ingest as bulk
-from app.store.errors import execution_not_found
+from app.store.cursor import Cursor
+from app.store.errors import Conflict, execution_not_found
 from app.store.feed import NewEvent, WriteLog, append
 from app.store.inputs import (
     EventsAppend,
@@ -58,6 +67,9 @@ class Store:
         self.db = db
         self.dialect = db.dialect
         self._on_commit = on_commit
+        # Signs list cursors. Random per process unless the app sets a persisted
+        # secret (then cursors survive a restart and work across replicas).
+        self.cursor_key: bytes = secrets.token_bytes(32)
 
     @contextmanager
     def _write(self) -> Iterator[tuple[Connection, WriteLog]]:
@@ -89,27 +101,37 @@ class Store:
             row, created = execs.create(conn, log, data, scope_id)
         return execution_out(row), created
 
-    def update_execution(self, execution_id: str, data: ExecutionPatch) -> dict[str, Any]:
+    def update_execution(self, execution_id: str, data: ExecutionPatch, *,
+                         scope_id: str | None = None) -> dict[str, Any]:
         """Apply a PATCH under the status-transition rules."""
         with self._write() as (conn, log):
-            row = execs.patch(conn, log, execution_id, data)
+            row = execs.patch(conn, log, execution_id, data, scope_id=scope_id)
         return execution_out(row)
 
-    def get_execution(self, execution_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def get_execution(self, execution_id: str, *, scope_id: str | None = None,
+                      ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The execution and its oldest pending interaction (or None)."""
         with self._read() as conn:
-            row = execs.load(conn, execution_id)
+            row = execs.load(conn, execution_id, scope_id=scope_id)
             pending = questions.pending_for(conn, execution_id)
         return execution_out(row), (interaction_out(pending) if pending else None)
+
+    def _page(self, conn: Connection, query: ListQuery,
+              ) -> tuple[list[dict[str, Any]], str | None]:
+        scope = query.filter.scope_id
+        after = (Cursor.decode(query.cursor, self.cursor_key, scope, query.sort)
+                 if query.cursor else None)
+        rows, cursor = listing.list_page(
+            conn, self.dialect, query.filter, query.sort, query.limit, after)
+        return rows, (cursor.encode(self.cursor_key, scope) if cursor else None)
 
     def list_executions(self, query: ListQuery) -> dict[str, Any]:
         """A page of executions, the next cursor and (when asked) ``meta``."""
         with self._read() as conn:
-            rows, cursor = listing.list_page(
-                conn, self.dialect, query.filter, query.sort, query.limit, query.cursor)
+            rows, cursor = self._page(conn, query)
             out: dict[str, Any] = {
                 "executions": [execution_out(r) for r in rows],
-                "next_cursor": cursor.encode() if cursor else None,
+                "next_cursor": cursor,
             }
             if query.meta:
                 out["meta"] = meta.compute(conn, self.dialect, query.filter)
@@ -118,9 +140,7 @@ class Store:
     def list_rows(self, query: ListQuery) -> tuple[list[dict[str, Any]], str | None]:
         """Like :meth:`list_executions` but raw rows (times as epoch ms), no meta."""
         with self._read() as conn:
-            rows, cursor = listing.list_page(
-                conn, self.dialect, query.filter, query.sort, query.limit, query.cursor)
-        return rows, (cursor.encode() if cursor else None)
+            return self._page(conn, query)
 
     def list_meta(self, query: ListQuery) -> dict[str, Any]:
         """Only the ``meta`` object of a list."""
@@ -128,66 +148,84 @@ class Store:
             return meta.compute(conn, self.dialect, query.filter)
 
     # -- tool calls ----------------------------------------------------------
-    def start_tool_call(self, execution_id: str,
-                        data: ToolCallStart) -> tuple[dict[str, Any], bool]:
+    def start_tool_call(self, execution_id: str, data: ToolCallStart, *,
+                        scope_id: str | None = None) -> tuple[dict[str, Any], bool]:
         """Start a tool call; ``(object, created)``."""
         with self._write() as (conn, log):
-            row, created = steps.start(conn, log, execution_id, data)
+            row, created = steps.start(conn, log, execution_id, data, scope_id=scope_id)
         return tool_call_out(row), created
 
     def finish_tool_call(self, execution_id: str, tool_call_id: str,
-                         data: ToolCallFinish) -> dict[str, Any]:
+                         data: ToolCallFinish, *, scope_id: str | None = None,
+                         ) -> dict[str, Any]:
         """Finish a tool call."""
         with self._write() as (conn, log):
-            row = steps.finish(conn, log, execution_id, tool_call_id, data)
+            row = steps.finish(conn, log, execution_id, tool_call_id, data,
+                               scope_id=scope_id)
         return tool_call_out(row)
 
-    def tool_calls(self, execution_id: str) -> list[dict[str, Any]]:
+    def tool_calls(self, execution_id: str, *,
+                   scope_id: str | None = None) -> list[dict[str, Any]]:
         """A run's tool calls in ``seq`` order."""
         with self._read() as conn:
-            execs.load(conn, execution_id)
+            execs.load(conn, execution_id, scope_id=scope_id)
             return [tool_call_out(r) for r in trace.tool_calls_of(conn, execution_id)]
 
     # -- interactions --------------------------------------------------------
-    def ask(self, execution_id: str, data: InteractionAsk) -> tuple[dict[str, Any], bool]:
+    def ask(self, execution_id: str, data: InteractionAsk, *,
+            scope_id: str | None = None) -> tuple[dict[str, Any], bool]:
         """Open an interaction; ``(object, created)``."""
         with self._write() as (conn, log):
-            row, created = questions.ask(conn, log, execution_id, data)
+            row, created = questions.ask(conn, log, execution_id, data, scope_id=scope_id)
         return interaction_out(row), created
 
     def resolve(self, execution_id: str, interaction_id: str,
-                data: InteractionResolve) -> dict[str, Any]:
+                data: InteractionResolve, *, scope_id: str | None = None) -> dict[str, Any]:
         """Answer an interaction."""
         with self._write() as (conn, log):
             # A job's approval gate queues or cancels the job (issue 5).
-            row = jobs.resolve_interaction(conn, log, execution_id, interaction_id, data)
+            row = jobs.resolve_interaction(conn, log, execution_id, interaction_id, data,
+                                           scope_id=scope_id)
         return interaction_out(row)
 
-    def interactions(self, execution_id: str) -> list[dict[str, Any]]:
+    def interactions(self, execution_id: str, *,
+                     scope_id: str | None = None) -> list[dict[str, Any]]:
         """A run's interactions, oldest first."""
         with self._read() as conn:
-            execs.load(conn, execution_id)
+            execs.load(conn, execution_id, scope_id=scope_id)
             return [interaction_out(r) for r in trace.interactions_of(conn, execution_id)]
 
     # -- events --------------------------------------------------------------
-    def append_events(self, execution_id: str, data: EventsAppend) -> list[dict[str, int]]:
+    def append_events(self, execution_id: str, data: EventsAppend, *,
+                      scope_id: str | None = None) -> list[dict[str, int]]:
         """Append recorded events (log, stdout, stderr, artifact) to a run."""
         with self._write() as (conn, log):
-            execs.load(conn, execution_id)
+            execs.load(conn, execution_id, scope_id=scope_id)
             return append(conn, log, execution_id, [
                 NewEvent(e.type, e.message, e.level, e.data, e.ts) for e in data.events])
 
-    def events(self, execution_id: str, **page: Any) -> tuple[list[dict[str, Any]], int | None]:
+    def events(self, execution_id: str, *, scope_id: str | None = None,
+               **page: Any) -> tuple[list[dict[str, Any]], int | None]:
         """A page of a run's events and ``next_after_seq``."""
         with self._read() as conn:
-            execs.load(conn, execution_id)
+            execs.load(conn, execution_id, scope_id=scope_id)
             rows, next_after = trace.events_of(conn, execution_id, **page)
         return [event_out(r) for r in rows], next_after
 
     # -- bulk ----------------------------------------------------------------
     def ingest(self, batch: IngestBatch, scope_id: str = "default") -> dict[str, int]:
-        """Bulk import of history in one transaction; counts of new rows."""
+        """Bulk import of history in one transaction; counts of new rows.
+
+        An execution id already stored in another scope fails the whole batch
+        with 409 ``already_exists`` (naming only the id): skipping it, as a
+        re-sent id of this scope is skipped, would drop the client's data silently.
+        """
         with self._write() as (conn, log):
+            given = [x.id for x in batch.executions if x.id]
+            foreign = sorted(execs.foreign_ids(conn, given, scope_id))
+            if foreign:
+                raise Conflict(f"an execution with id {foreign[0]!r} already exists",
+                               {"execution_id": foreign[0]}, code="already_exists")
             return bulk.ingest(conn, log, batch, scope_id)
 
     def is_empty(self) -> bool:
@@ -222,37 +260,43 @@ class Store:
             return changes.changed_rows_after(
                 conn, self.dialect, after_id, query.filter, limit)
 
-    def execution_status(self, execution_id: str) -> str:
+    def execution_status(self, execution_id: str, *, scope_id: str | None = None) -> str:
         """The current status of a run (``execution_not_found`` when unknown)."""
         with self._read() as conn:
-            return str(execs.load(conn, execution_id)["status"])
+            return str(execs.load(conn, execution_id, scope_id=scope_id)["status"])
 
 
     # -- reads for the runs page (issue 3) ------------------------------------
     def run_detail(self, execution_id: str, *, tab: str = "overview", ev_after: int = 0,
-                   ev_levels: tuple[str, ...] = (), ev_limit: int = 200) -> dict[str, Any]:
+                   ev_levels: tuple[str, ...] = (), ev_limit: int = 200,
+                   scope_id: str | None = None) -> dict[str, Any]:
         """One run (raw row) with its counts and what its drawer tab shows."""
         with self._read() as conn:
             return runview.run_detail(conn, execution_id, tab=tab, ev_after=ev_after,
-                                      ev_levels=ev_levels, ev_limit=ev_limit)
+                                      ev_levels=ev_levels, ev_limit=ev_limit,
+                                      scope_id=scope_id)
 
     def events_page(self, execution_id: str, *, after: int = 0,
                     levels: tuple[str, ...] = (), limit: int = 200,
+                    scope_id: str | None = None,
                     ) -> tuple[list[dict[str, Any]], int | None]:
         """A page of a run's events as raw rows, and the seq to continue from."""
         with self._read() as conn:
             return runview.events_page(conn, execution_id, after=after, levels=levels,
-                                       limit=limit)
+                                       limit=limit, scope_id=scope_id)
 
-    def full_value(self, execution_id: str, part: str, ref: str) -> Any:
+    def full_value(self, execution_id: str, part: str, ref: str, *,
+                   scope_id: str | None = None) -> Any:
         """One whole stored value of a run (for "show all")."""
         with self._read() as conn:
-            return runview.full_value(conn, execution_id, part, ref)
+            return runview.full_value(conn, execution_id, part, ref, scope_id=scope_id)
 
-    def known_values(self, kind: str, cap: int = 1000) -> list[str]:
-        """Distinct tool paths or trigger kinds (at most ``cap``), in index order."""
+    def known_values(self, kind: str, cap: int = 1000, *,
+                     scope_id: str | None = None) -> list[str]:
+        """Distinct tool paths or trigger kinds (at most ``cap``), in index order;
+        with ``scope_id``, only those its runs used."""
         with self._read() as conn:
-            return runview.known_values(conn, kind, cap)
+            return runview.known_values(conn, kind, cap, scope_id)
 
     def tool_counts(self, flt: runview.ExecutionFilter, paths: list[str],
                     limit: int = 20) -> list[dict[str, Any]]:
@@ -260,10 +304,11 @@ class Store:
         with self._read() as conn:
             return runview.tool_counts(conn, self.dialect, flt, paths, limit)
 
-    def tool_call(self, execution_id: str, tool_call_id: str) -> dict[str, Any]:
+    def tool_call(self, execution_id: str, tool_call_id: str, *,
+                  scope_id: str | None = None) -> dict[str, Any]:
         """One tool call of a run as a raw row (args, result and error included)."""
         with self._read() as conn:
-            return runview.tool_call(conn, execution_id, tool_call_id)
+            return runview.tool_call(conn, execution_id, tool_call_id, scope_id=scope_id)
 
     def page_meta(self, flt: runview.ExecutionFilter) -> dict[str, Any]:
         """Total, facets and timeline in one snapshot, plus the page's slow threshold."""
@@ -291,33 +336,41 @@ class Store:
             return jobs.submit(conn, log, data, limits, scope_id=scope_id)
 
     def rerun_job(self, execution_id: str, limits: jobs.Limits,
-                  trigger_kind: str = "http") -> dict[str, Any]:
+                  trigger_kind: str = "http", *, scope_id: str | None = None,
+                  ) -> dict[str, Any]:
         """A new execution of a job's command, linked by ``rerun_of``."""
         with self._write() as (conn, log):
-            return jobs.rerun(conn, log, execution_id, limits, trigger_kind)
+            return jobs.rerun(conn, log, execution_id, limits, trigger_kind,
+                              scope_id=scope_id)
 
     def decide_approval(self, execution_id: str, accept: bool,
-                        reason: str | None = None) -> dict[str, Any]:
+                        reason: str | None = None, *,
+                        scope_id: str | None = None) -> dict[str, Any]:
         """Approve (queue) or reject (cancel) a job waiting for approval."""
         with self._write() as (conn, log):
-            return jobs.decide(conn, log, execution_id, accept, reason)
+            return jobs.decide(conn, log, execution_id, accept, reason, scope_id=scope_id)
 
-    def cancel_job(self, execution_id: str, reason: str | None = None,
-                   ) -> tuple[dict[str, Any], str | None]:
+    def cancel_job(self, execution_id: str, reason: str | None = None, *,
+                   scope_id: str | None = None) -> tuple[dict[str, Any], str | None]:
         """Cancel a job; ``(answer, lease owner to stop it or None)``."""
         with self._write() as (conn, log):
-            return jobs.request_cancel(conn, log, execution_id, reason)
+            return jobs.request_cancel(conn, log, execution_id, reason, scope_id=scope_id)
 
-    def job_view(self, execution_id: str) -> dict[str, Any] | None:
+    def job_view(self, execution_id: str, *,
+                 scope_id: str | None = None) -> dict[str, Any] | None:
         """A job's controls for the drawer (None for a run that is not a job)."""
         with self._read() as conn:
-            execs.load(conn, execution_id)
+            execs.load(conn, execution_id, scope_id=scope_id)
             return jobs.job_view(conn, execution_id)
 
-    def is_job_gate(self, execution_id: str, interaction_id: str) -> bool:
+    def is_job_gate(self, execution_id: str, interaction_id: str, *,
+                    scope_id: str | None = None) -> bool:
         """True when the interaction is the approval a job waits on: answering it
-        runs (or cancels) a command, so it needs the right to run commands."""
+        runs (or cancels) a command, so it needs the right to run commands.
+        ``execution_not_found`` for a run of another scope."""
         with self._read() as conn:
+            if scope_id is not None:
+                execs.load(conn, execution_id, scope_id=scope_id)
             return jobs.is_gate(conn, execution_id, interaction_id)
 
     def has_queued_jobs(self) -> bool:
@@ -388,10 +441,61 @@ class Store:
     # -- OpenTelemetry (issue 6) ---------------------------------------------
     def write_traces(self, traces: list[Any], scope_id: str = "default") -> dict[str, int]:
         """Write mapped OTLP traces (``app.otlp.mapping.Trace``) in one transaction;
-        idempotent on trace and span ids. Counts of rows newly written."""
+        idempotent on trace and span ids. Counts of rows newly written, and
+        ``rejected_spans``: spans of a trace whose run belongs to another scope
+        (a trace id is global; they must not land in, or reveal, that run)."""
         with self._write() as (conn, log):
-            return spans.write_traces(conn, log, traces, scope_id)
+            foreign = execs.foreign_ids(conn, [t.execution_id for t in traces], scope_id)
+            kept = [t for t in traces if t.execution_id not in foreign]
+            counts = spans.write_traces(conn, log, kept, scope_id) if kept else {
+                "executions": 0, "tool_calls": 0, "interactions": 0, "events": 0}
+        rejected = sum(len(t.roots) + len(t.calls) for t in traces
+                       if t.execution_id in foreign)
+        return {**counts, "rejected_spans": rejected}
 
+
+    # -- access tokens (issue 7) ----------------------------------------------
+    # Tokens are not runs: these writes take no feed lock and append no events.
+    def create_token(self, name: str, roles: Sequence[str],
+                     scope_id: str | None = None) -> tuple[dict[str, Any], str]:
+        """A new token: ``(row without the hash, the token, shown this once)``."""
+        with self._write_quiet() as conn:
+            return tokens.create(conn, name, roles, scope_id)
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        """Every token (revoked ones too), oldest first; never the secret."""
+        with self._read() as conn:
+            return tokens.list_all(conn)
+
+    def revoke_token(self, id_or_name: str) -> dict[str, Any]:
+        """Revoke a token by id, or by a name only one active token has."""
+        with self._write_quiet() as conn:
+            return tokens.revoke(conn, id_or_name)
+
+    def token_by_secret(self, token: str) -> dict[str, Any] | None:
+        """The active token whose secret is ``token``, or None."""
+        with self._read() as conn:
+            return tokens.by_secret(conn, token)
+
+    def token_by_id(self, token_id: str) -> dict[str, Any] | None:
+        """A token by id, revoked or not (check ``revoked_at``), or None."""
+        with self._read() as conn:
+            return tokens.by_id(conn, token_id)
+
+    def has_tokens(self) -> bool:
+        """True once any token exists, revoked or not: then every request needs one."""
+        with self._read() as conn:
+            return tokens.any_token(conn)
+
+    def server_secret(self) -> bytes:
+        """The server's signing key, created once and kept in the database."""
+        # A read first: a server on a read-only database must still start.
+        with self._read() as conn:
+            secret = tokens.read_secret(conn)
+        if secret is not None:
+            return secret
+        with self._write_quiet() as conn:
+            return tokens.create_secret(conn, self.dialect)
 
 __all__ = ["Store", "execution_not_found"]
 

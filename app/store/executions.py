@@ -16,6 +16,8 @@ from app.times import now_ms
 # A retried create is harmless when these match what is stored.
 _IDENTITY = ("name", "trigger_kind", "code")
 _PROGRESS = frozenset({"progress_pct", "progress_stage"})
+# Ids per IN list (SQLite caps bound parameters per statement).
+_CHUNK = 500
 
 
 def duration(started_at: int | None, completed_at: int | None) -> int | None:
@@ -25,15 +27,31 @@ def duration(started_at: int | None, completed_at: int | None) -> int | None:
     return max(0, completed_at - started_at)
 
 
-def load(conn: Connection, execution_id: str, *, for_update: bool = False) -> Any:
-    """The execution row, or raise ``execution_not_found``."""
+def load(conn: Connection, execution_id: str, *, for_update: bool = False,
+         scope_id: str | None = None) -> Any:
+    """The execution row, or raise ``execution_not_found``.
+
+    With ``scope_id``, a row of another scope is answered exactly like a missing
+    one (same error, same message), so a reader cannot learn that it exists.
+    """
     stmt = select(executions).where(executions.c.id == execution_id)
     if for_update and conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     row = conn.execute(stmt).mappings().first()
-    if row is None:
+    if row is None or (scope_id is not None and row["scope_id"] != scope_id):
         raise execution_not_found(execution_id)
     return row
+
+
+def foreign_ids(conn: Connection, ids: list[str], scope_id: str) -> set[str]:
+    """Those of ``ids`` that belong to an execution of another scope."""
+    found: set[str] = set()
+    wanted = list(dict.fromkeys(ids))
+    for i in range(0, len(wanted), _CHUNK):
+        found.update(conn.execute(select(executions.c.id).where(
+            executions.c.id.in_(wanted[i:i + _CHUNK]),
+            executions.c.scope_id != scope_id)).scalars())
+    return found
 
 
 def initial_times(status: str, created_at: int | None, started_at: int | None,
@@ -106,9 +124,9 @@ def create(conn: Connection, log: WriteLog, data: ExecutionCreate,
 
 
 def patch(conn: Connection, log: WriteLog, execution_id: str,
-          data: ExecutionPatch) -> dict[str, Any]:
+          data: ExecutionPatch, *, scope_id: str | None = None) -> dict[str, Any]:
     """Apply a PATCH; a terminal execution never changes status (409)."""
-    current = load(conn, execution_id, for_update=True)
+    current = load(conn, execution_id, for_update=True, scope_id=scope_id)
     given = data.model_fields_set
     changes: dict[str, Any] = {}
     now = now_ms()

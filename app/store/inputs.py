@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.limits.values import MAX_VALUE_BYTES, cut_value
 from app.times import parse_time
 
 STATUSES = (
@@ -66,6 +67,12 @@ Labels = Annotated[dict[LabelKey, LabelValue], AfterValidator(_check_labels)]
 LabelsPatch = Annotated[dict[LabelKey, LabelValue | None], AfterValidator(_check_labels)]
 ToolPath = Annotated[str, Field(min_length=1, max_length=512)]
 Text = Annotated[str, Field(max_length=1_000_000)]
+# Every recorded JSON value: one whose JSON text is over MAX_VALUE_BYTES is
+# stored as a truncation marker (app.limits.values), never refused.
+JsonValue = Annotated[Any, AfterValidator(cut_value), Field(
+    description=f"any JSON value; one whose JSON text is over {MAX_VALUE_BYTES} bytes is "
+                "stored as {\"runyard_truncated\": true, \"bytes\": n, \"preview\": "
+                "\"<first 4 KB>\"}")]
 
 
 class _In(BaseModel):
@@ -77,9 +84,9 @@ class ExecutionCreate(_In):
     name: Annotated[str, Field(max_length=1024)] | None = None
     status: Status = "running"
     trigger_kind: Annotated[str, Field(min_length=1, max_length=128)] | None = None
-    trigger_meta: Any = None
+    trigger_meta: JsonValue = None
     code: Text | None = None
-    result: Any = None
+    result: JsonValue = None
     error: Text | None = None
     exit_code: int | None = Field(None, ge=-(2**31), lt=2**31)
     progress_pct: float | None = Field(None, ge=0, le=100)
@@ -94,7 +101,7 @@ class ExecutionCreate(_In):
 class ExecutionPatch(_In):
     name: Annotated[str, Field(max_length=1024)] | None = None
     status: Status | None = None
-    result: Any = None
+    result: JsonValue = None
     error: Text | None = None
     exit_code: int | None = Field(None, ge=-(2**31), lt=2**31)
     progress_pct: float | None = Field(None, ge=0, le=100)
@@ -109,8 +116,8 @@ class ToolCallStart(_In):
     tool_path: ToolPath
     parent_id: Id | None = None
     status: Literal["running", "completed", "failed"] = "running"
-    args: Any = None
-    result: Any = None
+    args: JsonValue = None
+    result: JsonValue = None
     error: Text | None = None
     started_at: Time | None = None
     completed_at: Time | None = None
@@ -118,7 +125,7 @@ class ToolCallStart(_In):
 
 class ToolCallFinish(_In):
     status: Literal["completed", "failed"] = "completed"
-    result: Any = None
+    result: JsonValue = None
     error: Text | None = None
     completed_at: Time | None = None
 
@@ -127,13 +134,13 @@ class InteractionAsk(_In):
     id: Id | None = None
     kind: Literal["elicitation", "approval"] = "elicitation"
     message: Message | None = None
-    request: Any = None
+    request: JsonValue = None
     created_at: Time | None = None
 
 
 class InteractionResolve(_In):
     action: Literal["accept", "decline", "cancel"]
-    response: Any = None
+    response: JsonValue = None
 
 
 class EventIn(_In):
@@ -141,7 +148,7 @@ class EventIn(_In):
     level: Level = "info"
     type: Literal["log", "stdout", "stderr", "artifact"] = "log"
     message: Message | None = None
-    data: Any = None
+    data: JsonValue = None
 
 
 class EventsAppend(_In):
@@ -155,7 +162,7 @@ class IngestToolCall(ToolCallStart):
 class IngestInteraction(InteractionAsk):
     status: Literal["pending", "resolved", "cancelled"] = "pending"
     action: Literal["accept", "decline", "cancel"] | None = None
-    response: Any = None
+    response: JsonValue = None
     resolved_at: Time | None = None
 
 

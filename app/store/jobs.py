@@ -71,13 +71,18 @@ def submit(conn: Connection, log: WriteLog, data: JobSubmit, limits: Limits, *,
            ) -> tuple[dict[str, Any], bool]:
     """Create the execution and its job; ``({"execution_id", "status"}, created)``.
 
-    The same ``idempotency_key`` again answers the existing execution instead.
+    The same ``idempotency_key`` again answers the existing execution instead;
+    a key already used in another scope is a 409 that names nothing of that run.
     """
     if data.idempotency_key is not None:
         existing = conn.execute(select(jobs.c.execution_id).where(
             jobs.c.idempotency_key == data.idempotency_key)).scalar()
         if existing is not None:
             row = execs.load(conn, existing)
+            if row["scope_id"] != scope_id:
+                raise Conflict("this idempotency_key is already used",
+                               {"idempotency_key": data.idempotency_key},
+                               code="already_exists")
             return {"execution_id": existing, "status": row["status"]}, False
     command = data.command.model_dump(exclude_none=True)
     asked = data.timeout_s or limits.timeout_default_s
@@ -163,10 +168,11 @@ def resolve_gate(conn: Connection, log: WriteLog, execution_id: str, interaction
 
 
 def resolve_interaction(conn: Connection, log: WriteLog, execution_id: str,
-                        interaction_id: str, data: InteractionResolve) -> dict[str, Any]:
+                        interaction_id: str, data: InteractionResolve, *,
+                        scope_id: str | None = None) -> dict[str, Any]:
     """The generic resolve route: ``questions.resolve``, except that a job's gate
     is answered like ``…/approve`` and ``…/reject`` answer it."""
-    execs.load(conn, execution_id, for_update=True)
+    execs.load(conn, execution_id, for_update=True, scope_id=scope_id)
     pending = gate(conn, execution_id, job_row(conn, execution_id, for_update=True))
     if pending is not None and pending["id"] == interaction_id:
         return resolve_gate(conn, log, execution_id, pending, data.action, data.response)
@@ -174,9 +180,9 @@ def resolve_interaction(conn: Connection, log: WriteLog, execution_id: str,
 
 
 def decide(conn: Connection, log: WriteLog, execution_id: str, accept: bool,
-           reason: str | None) -> dict[str, Any]:
+           reason: str | None, *, scope_id: str | None = None) -> dict[str, Any]:
     """``…/approve`` and ``…/reject``; 409 ``not_awaiting_approval`` unless gated."""
-    execution = execs.load(conn, execution_id, for_update=True)
+    execution = execs.load(conn, execution_id, for_update=True, scope_id=scope_id)
     job = job_row(conn, execution_id, for_update=True)
     pending = gate(conn, execution_id, job)
     if pending is None or execution["status"] in TERMINAL:
@@ -189,10 +195,11 @@ def decide(conn: Connection, log: WriteLog, execution_id: str, accept: bool,
 
 
 def request_cancel(conn: Connection, log: WriteLog, execution_id: str,
-                   reason: str | None) -> tuple[dict[str, Any], str | None]:
+                   reason: str | None, *, scope_id: str | None = None,
+                   ) -> tuple[dict[str, Any], str | None]:
     """Cancel a job: at once when no worker holds it, else by flagging the row for
     its worker's next lease renewal. Returns the answer and the lease owner."""
-    execution = execs.load(conn, execution_id, for_update=True)
+    execution = execs.load(conn, execution_id, for_update=True, scope_id=scope_id)
     job = job_row(conn, execution_id, for_update=True)
     if job is None:
         raise not_a_job(execution_id)
@@ -217,9 +224,10 @@ def request_cancel(conn: Connection, log: WriteLog, execution_id: str,
 
 
 def rerun(conn: Connection, log: WriteLog, execution_id: str, limits: Limits,
-          trigger_kind: str) -> dict[str, Any]:
-    """A new execution of the same command, linked by ``rerun_of``."""
-    execution = execs.load(conn, execution_id)
+          trigger_kind: str, *, scope_id: str | None = None) -> dict[str, Any]:
+    """A new execution of the same command, linked by ``rerun_of``, in the scope of
+    the run it repeats (a reader may only re-run what it can see)."""
+    execution = execs.load(conn, execution_id, scope_id=scope_id)
     job = job_row(conn, execution_id)
     if job is None:
         raise not_a_job(execution_id)
@@ -241,8 +249,12 @@ def job_view(conn: Connection, execution_id: str, reruns_limit: int = 20,
     if job is None:
         return None
     e = executions.c
+    # `rerun_of` is also writable through the API, so another scope's run may
+    # name this one: list only re-runs of this run's own scope.
+    scope = select(e.scope_id).where(e.id == execution_id).scalar_subquery()
     reruns = [dict(r) for r in conn.execute(
-        select(e.id, e.status, e.created_at).where(e.rerun_of == execution_id)
+        select(e.id, e.status, e.created_at).where(e.rerun_of == execution_id,
+                                                   e.scope_id == scope)
         .order_by(e.created_at.desc(), e.id.desc()).limit(reruns_limit)).mappings()]
     return {
         "execution_id": execution_id, "command": job["command"], "cwd": job["cwd"],

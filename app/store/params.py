@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from app.store.cursor import SORTS, Cursor
+from app.store.cursor import MAX_CURSOR_CHARS, SORTS
 from app.store.errors import BadParameter
 from app.store.filters import ExecutionFilter
 from app.store.inputs import STATUSES
@@ -27,10 +27,14 @@ MAX_VALUES = 100
 
 @dataclass(frozen=True)
 class ListQuery:
+    """A parsed list request. ``cursor`` is the text from ``next_cursor``, still
+    unverified: only the store holds the key that signs it, and it checks it
+    against ``filter.scope_id`` and ``sort`` (see ``app.store.cursor``)."""
+
     filter: ExecutionFilter
     sort: str = "created_at:desc"
     limit: int = DEFAULT_LIMIT
-    cursor: Cursor | None = None
+    cursor: str | None = None
     meta: bool = True
 
 
@@ -134,8 +138,9 @@ def parse_list_params(items: Iterable[tuple[str, str]], *,
         raise _bad("sort", f"use one of {', '.join(SORTS)}")
     limit_raw = single("limit")
     limit = DEFAULT_LIMIT if limit_raw is None else _int("limit", limit_raw, 1, MAX_LIMIT)
-    cursor_raw = single("cursor")
-    cursor = Cursor.decode(cursor_raw, sort) if cursor_raw else None
+    cursor = single("cursor") or None
+    if cursor is not None and len(cursor) > MAX_CURSOR_CHARS:
+        raise _bad("cursor", "not a cursor from next_cursor of this list")
     meta_raw = single("meta")
     meta = (cursor is None) if meta_raw is None else _bool("meta", meta_raw)
 

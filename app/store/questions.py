@@ -15,10 +15,10 @@ from app.store.inputs import TERMINAL, InteractionAsk, InteractionResolve
 from app.times import now_ms
 
 
-def ask(conn: Connection, log: WriteLog, execution_id: str,
-        data: InteractionAsk) -> tuple[dict[str, Any], bool]:
+def ask(conn: Connection, log: WriteLog, execution_id: str, data: InteractionAsk, *,
+        scope_id: str | None = None) -> tuple[dict[str, Any], bool]:
     """Open a question; the execution waits for it. Asking a finished run is a 409."""
-    execution = load(conn, execution_id, for_update=True)
+    execution = load(conn, execution_id, for_update=True, scope_id=scope_id)
     if data.id is not None:
         existing = conn.execute(
             select(interactions).where(interactions.c.id == data.id)).mappings().first()

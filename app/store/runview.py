@@ -32,9 +32,10 @@ _DISTINCT = {
 
 
 def run_detail(conn: Connection, execution_id: str, *, tab: str, ev_after: int,
-               ev_levels: tuple[str, ...], ev_limit: int) -> dict[str, Any]:
+               ev_levels: tuple[str, ...], ev_limit: int,
+               scope_id: str | None = None) -> dict[str, Any]:
     """One run with what its drawer tab shows, and the counts every tab header needs."""
-    row = dict(load(conn, execution_id))
+    row = dict(load(conn, execution_id, scope_id=scope_id))
     i = interactions.c
     asked, pending = conn.execute(
         select(func.count(), func.count().filter(i.status == "pending"))
@@ -62,25 +63,28 @@ def run_detail(conn: Connection, execution_id: str, *, tab: str, ev_after: int,
 
 
 def events_page(conn: Connection, execution_id: str, *, after: int, levels: tuple[str, ...],
-                limit: int) -> tuple[list[dict[str, Any]], int | None]:
-    """A further page of the console (the run must exist)."""
-    load(conn, execution_id)
+                limit: int, scope_id: str | None = None,
+                ) -> tuple[list[dict[str, Any]], int | None]:
+    """A further page of the console (the run must exist, in ``scope_id`` when given)."""
+    load(conn, execution_id, scope_id=scope_id)
     return events_of(conn, execution_id, after_seq=after, limit=limit, levels=levels)
 
 
-def full_value(conn: Connection, execution_id: str, part: str, ref: str) -> Any:
+def full_value(conn: Connection, execution_id: str, part: str, ref: str, *,
+               scope_id: str | None = None) -> Any:
     """One whole stored value for "show all": ``part`` names the row and column.
 
     ``execution`` + code/result/error/trigger_meta/labels; ``tool_call`` + the
     call id in ``ref`` and args/result/error encoded as ``id:column``;
     ``interaction`` + ``id:request`` or ``id:response``; ``event`` +
-    ``seq:message`` or ``seq:data``. Returns ``KeyError`` for
-    an unknown part and ``LookupError`` for a missing row.
+    ``seq:message`` or ``seq:data``. Raises ``KeyError`` for an unknown part,
+    ``LookupError`` for a missing row and ``execution_not_found`` for a run that
+    is missing or (with ``scope_id``) of another scope.
     """
     if part == "execution":
         if ref not in ("code", "result", "error", "trigger_meta", "labels"):
             raise KeyError(ref)
-        return load(conn, execution_id)[ref]
+        return load(conn, execution_id, scope_id=scope_id)[ref]
     key, _, column = ref.rpartition(":")
     if part == "tool_call" and column in ("args", "result", "error"):
         table, where = tool_calls, tool_calls.c.id == key
@@ -90,6 +94,7 @@ def full_value(conn: Connection, execution_id: str, part: str, ref: str) -> Any:
         table, where = events, events.c.seq == int(key)
     else:
         raise KeyError(part)
+    load(conn, execution_id, scope_id=scope_id)
     row = conn.execute(select(table.c[column]).where(
         table.c.execution_id == execution_id, where)).first()
     if row is None:
@@ -97,22 +102,34 @@ def full_value(conn: Connection, execution_id: str, part: str, ref: str) -> Any:
     return row[0]
 
 
-def known_values(conn: Connection, kind: str, cap: int) -> list[str]:
-    """Up to ``cap`` distinct tool paths or trigger kinds, in index order.
+def known_values(conn: Connection, kind: str, cap: int,
+                 scope_id: str | None = None) -> list[str]:
+    """Up to ``cap`` distinct tool paths or trigger kinds, in index order (of runs
+    of ``scope_id`` only, when given: names are data too).
 
     A recursive "next value after this one" walk: ``cap`` index seeks instead
-    of a scan of every row, on both dialects.
+    of a scan of every row, on both dialects. With a scope each seek walks on
+    past values only other scopes use, so it costs more where one scope holds
+    few of the rows; the suggestions that call this are capped and on demand.
     """
     table, column = _DISTINCT[kind]
+    params: dict[str, Any] = {"cap": cap}
+    first, then = "", ""
+    if scope_id is not None:
+        params["scope"] = scope_id
+        cond = ("scope_id = :scope" if table == "execution" else
+                f"EXISTS (SELECT 1 FROM execution x WHERE x.id = {table}.execution_id"
+                " AND x.scope_id = :scope)")
+        first, then = f" WHERE {cond}", f" AND {cond}"
     sql = text(f"""
         WITH RECURSIVE walk(v, n) AS (
-          SELECT (SELECT min({column}) FROM {table}), 1
+          SELECT (SELECT min({column}) FROM {table}{first}), 1
           UNION ALL
-          SELECT (SELECT min({column}) FROM {table} WHERE {column} > walk.v), n + 1
+          SELECT (SELECT min({column}) FROM {table} WHERE {column} > walk.v{then}), n + 1
           FROM walk WHERE walk.v IS NOT NULL AND n < :cap
         )
         SELECT v FROM walk WHERE v IS NOT NULL""")
-    return [v for (v,) in conn.execute(sql, {"cap": cap})]
+    return [v for (v,) in conn.execute(sql, params)]
 
 
 def tool_counts(conn: Connection, dialect: Dialect, flt: ExecutionFilter,
@@ -137,9 +154,10 @@ def count_runs(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> int:
         *flt.conditions(dialect))).scalar_one()
 
 
-def tool_call(conn: Connection, execution_id: str, tool_call_id: str) -> dict[str, Any]:
+def tool_call(conn: Connection, execution_id: str, tool_call_id: str, *,
+              scope_id: str | None = None) -> dict[str, Any]:
     """One tool call with its args, result and error (``tool_call_not_found`` when absent)."""
-    load(conn, execution_id)
+    load(conn, execution_id, scope_id=scope_id)
     row = conn.execute(select(tool_calls).where(
         tool_calls.c.execution_id == execution_id, tool_calls.c.id == tool_call_id)
     ).mappings().first()

@@ -42,10 +42,10 @@ def _finished_event(row: dict[str, Any]) -> NewEvent:
     )
 
 
-def start(conn: Connection, log: WriteLog, execution_id: str,
-          data: ToolCallStart) -> tuple[dict[str, Any], bool]:
+def start(conn: Connection, log: WriteLog, execution_id: str, data: ToolCallStart, *,
+          scope_id: str | None = None) -> tuple[dict[str, Any], bool]:
     """Record a tool call; returns ``(row, created)``. The same id again is a retry."""
-    load(conn, execution_id)
+    load(conn, execution_id, scope_id=scope_id)
     if data.id is not None:
         existing = conn.execute(
             select(tool_calls).where(tool_calls.c.id == data.id)).mappings().first()
@@ -89,9 +89,9 @@ def start(conn: Connection, log: WriteLog, execution_id: str,
 
 
 def finish(conn: Connection, log: WriteLog, execution_id: str, tool_call_id: str,
-           data: ToolCallFinish) -> dict[str, Any]:
+           data: ToolCallFinish, *, scope_id: str | None = None) -> dict[str, Any]:
     """Finish a running tool call; finishing it again the same way is a no-op."""
-    load(conn, execution_id)
+    load(conn, execution_id, scope_id=scope_id)
     current = _load(conn, execution_id, tool_call_id)
     if current["status"] != "running":
         if current["status"] == data.status:

@@ -2,6 +2,11 @@
 
 A cursor page needs rows and nothing else; the rail needs ``meta``; the drawer
 needs one run. Each fragment pays only for its own reads.
+
+The reader's scope rides in the state's filter (:func:`scoped`): the list,
+facets and timeline apply it as a filter, and every other read here (the
+drawer, the console, the tool names) passes it to the store, so a page never
+shows, counts or names another scope's runs.
 """
 
 from __future__ import annotations
@@ -20,6 +25,17 @@ MATCHING_TOOLS = 200
 
 LIST_FRAGMENTS = frozenset({None, "_view.html", "_list.html", "_rows.html"})
 META_FRAGMENTS = frozenset({None, "_view.html", "_rail.html", "_chart.html"})
+
+
+def scoped(state: PageState, scope_id: str | None) -> PageState:
+    """``state`` limited to the runs of ``scope_id`` (None: every scope)."""
+    query = state.query
+    return replace(state, query=replace(query, filter=replace(query.filter,
+                                                              scope_id=scope_id)))
+
+
+def _scope(state: PageState) -> str | None:
+    return state.query.filter.scope_id
 
 
 def _rows(store: Store, ctx: PageContext) -> None:
@@ -51,7 +67,8 @@ def _tools(store: Store, state: PageState) -> list[dict[str, object]] | None:
     if not state.tool_q:
         return None
     needle = state.tool_q.lower()
-    paths = [p for p in store.known_values("tool", TOOL_SCAN_CAP) if needle in p.lower()]
+    paths = [p for p in store.known_values("tool", TOOL_SCAN_CAP, scope_id=_scope(state))
+             if needle in p.lower()]
     return store.tool_counts(state.query.filter, paths[:MATCHING_TOOLS])
 
 
@@ -63,7 +80,7 @@ def fill(store: Store, ctx: PageContext, fragment: str | None) -> PageContext:
         meta = store.page_meta(state.query.filter)
         ctx.meta, ctx.total = meta, meta["total"]
         ctx.extra["slow_ms"] = meta["slow_ms"]
-        overflow = len(store.known_values("tool", 21)) > 20
+        overflow = len(store.known_values("tool", 21, scope_id=_scope(state))) > 20
         ctx.rail = rail.build(state, meta["facets"], tool_overflow=overflow,
                               tool_matches=_tools(store, state))
         ctx.chart = chart.build(meta["timeline"])
@@ -106,7 +123,8 @@ def fill_drawer(store: Store, ctx: PageContext) -> None:
     assert state.run is not None
     try:
         detail = store.run_detail(state.run, tab=state.tab, ev_after=state.ev_after,
-                                  ev_levels=state.ev_levels, ev_limit=EVENTS_PAGE)
+                                  ev_levels=state.ev_levels, ev_limit=EVENTS_PAGE,
+                                  scope_id=_scope(state))
     except NotFound:
         ctx.extra["drawer_missing"] = state.run
         ctx.extra["drawer_close"] = state.href(run=None, tab=None, ev_level=None)
@@ -119,6 +137,7 @@ def more_events(store: Store, ctx: PageContext) -> None:
     state = ctx.state
     assert state.run is not None
     rows, next_after = store.events_page(state.run, after=state.ev_after,
-                                         levels=state.ev_levels, limit=EVENTS_PAGE)
+                                         levels=state.ev_levels, limit=EVENTS_PAGE,
+                                         scope_id=_scope(state))
     ctx.extra["events"] = drawer.events_view(state.run, rows)
     ctx.extra["more_events_href"] = drawer.more_href(replace(state, ev_after=0), next_after)

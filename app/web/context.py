@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from app.auth.principal import Principal, principal_of
 from app.store.errors import BadParameter
 from app.store.inputs import LEVELS
 from app.store.params import ListQuery, parse_list_params
@@ -137,3 +138,29 @@ class PageContext:
     def has_filters(self) -> bool:
         """True when any filter (not the drawer or live mode) is set."""
         return bool(self.state.filter_items)
+
+
+@dataclass(frozen=True)
+class AuthView:
+    """Who the page is shown to, for every template (the global ``auth_of``).
+
+    ``csrf``: the session's CSRF secret, which every form carries as a hidden
+    ``csrf_token`` field and every htmx request as ``X-CSRF-Token`` (None when
+    not signed in with a session: Bearer and local requests need none);
+    ``signed_in``: show the token's name and a sign-out button; ``can_exec``:
+    the principal may run commands (the server must allow it too).
+    """
+
+    principal: Principal
+    csrf: str | None
+    signed_in: bool
+    can_exec: bool
+
+
+def auth_of(request: Any) -> AuthView:
+    """The :class:`AuthView` of a request."""
+    # A stand-in request without a scope (a template rendered alone) is local.
+    principal = principal_of(getattr(request, "scope", {}))
+    session = principal.via == "session"
+    return AuthView(principal=principal, csrf=principal.csrf if session else None,
+                    signed_in=session, can_exec=principal.can("exec"))

@@ -37,7 +37,8 @@ _DURATION = re.compile(r"^(\d{1,12}(?:\.\d{1,3})?)(ms|s|m|h)?$")
 _RELATIVE = re.compile(r"^-?(\d{1,9})(ms|s|m|h|d|w)$")
 _KEY = re.compile(r"[A-Za-z_]+:")
 MAX_MS = 2**53
-_PLAIN = re.compile(r'^[^\s",:-][^\s",:]*$')
+# \Z, not $: "$" also matches before a final newline, and "0\n" would go out unquoted.
+_PLAIN = re.compile(r'^[^\s",:-][^\s",:]*\Z')
 
 
 @dataclass(frozen=True)

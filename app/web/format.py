@@ -10,6 +10,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from app.limits.values import PREVIEW_BYTES, is_cut
 from app.times import format_ms
 
 CUT_CHARS = 64 * 1024
@@ -68,7 +69,11 @@ def count(n: int | None) -> str:
 
 
 def json_text(value: Any) -> str:
-    """A JSON value pretty-printed (a string stays as it is)."""
+    """A JSON value pretty-printed (a string stays as it is); a value cut when it
+    was stored (``app.limits.values``) says so above its preview."""
+    if is_cut(value):
+        return (f"cut: {value['bytes']:,} bytes, first {PREVIEW_BYTES // 1024} KB shown\n"
+                f"{value['preview']}…")
     if isinstance(value, str):
         return value
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)

@@ -9,6 +9,8 @@ rebound-host form post is refused.
 
 ``job_controls()`` builds what ``_job_controls.html`` shows, for the drawer
 (``GET /runs/{id}/job`` answers the partial alone, for an htmx refresh).
+A new run lands in the principal's ``write_scope``; the buttons act only on
+runs of its ``read_scope`` (another scope's run is "not found").
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from app.auth.principal import principal_of
 from app.durations import parse_duration
 from app.exec_policy import exec_refusal
 from app.store import Store
@@ -118,7 +121,8 @@ async def submit(request: Request) -> Response:
     if errors:
         return render(request, "_run_form.html", {"form": values, "errors": errors},
                       status=422)
-    answer, _ = await run_in_threadpool(_store(request).submit_job, data, _limits(request))
+    answer, _ = await run_in_threadpool(_store(request).submit_job, data, _limits(request),
+                                        principal_of(request).write_scope)
     _wake(request)
     return _go(request, answer["execution_id"])
 
@@ -129,17 +133,19 @@ async def act(request: Request, action: str) -> Response:
         return refused
     run_id = request.path_params["run_id"]
     store = _store(request)
+    scope = principal_of(request).read_scope
     try:
         if action in ("approve", "reject"):
-            await run_in_threadpool(store.decide_approval, run_id, action == "approve")
+            await run_in_threadpool(store.decide_approval, run_id, action == "approve",
+                                    scope_id=scope)
         elif action == "cancel":
-            _, owner = await run_in_threadpool(store.cancel_job, run_id)
+            _, owner = await run_in_threadpool(store.cancel_job, run_id, scope_id=scope)
             runner = getattr(request.app.state, "runner", None)
             if owner is not None and runner is not None and runner.worker.owner == owner:
                 runner.cancel(run_id)
         else:
             run_id = (await run_in_threadpool(store.rerun_job, run_id, _limits(request),
-                                              "web"))["execution_id"]
+                                              "web", scope_id=scope))["execution_id"]
     except NotFound as exc:
         return PlainTextResponse(exc.message, status_code=404, headers=HEADERS)
     except StoreError as exc:
@@ -151,14 +157,16 @@ async def act(request: Request, action: str) -> Response:
 
 
 def job_controls(store: Store, run: dict[str, Any], *, allow_exec: bool,
-                 href: Callable[[str], str]) -> dict[str, Any] | None:
+                 href: Callable[[str], str],
+                 scope_id: str | None = None) -> dict[str, Any] | None:
     """What ``_job_controls.html`` needs (its ``jc``) for ``run``, or None when
     the run is not a job and nothing links to it. ``run`` may be a raw row or a
     wire object (only ``id``, ``status`` and ``rerun_of`` are read); ``href``
     gives the page URL that opens a run's drawer; ``allow_exec`` shows the
-    buttons (the POST handlers check the rest). Call it in a worker thread."""
+    buttons (the POST handlers check the rest); ``scope_id`` is the reader's.
+    Call it in a worker thread."""
     try:
-        job = store.job_view(run["id"])
+        job = store.job_view(run["id"], scope_id=scope_id)
     except NotFound:
         return None
     if job is None and not run.get("rerun_of"):
@@ -178,7 +186,8 @@ def job_controls(store: Store, run: dict[str, Any], *, allow_exec: bool,
 def controls_for(store: Store, request: Request, run: dict[str, Any]) -> dict[str, Any] | None:
     """:func:`job_controls` for this request (links keep the page's filters)."""
     return job_controls(store, run, allow_exec=exec_refusal(request) is None,
-                        href=lambda run_id: run_href(request, run_id))
+                        href=lambda run_id: run_href(request, run_id),
+                        scope_id=principal_of(request).read_scope)
 
 
 async def controls(request: Request) -> Response:
@@ -186,7 +195,8 @@ async def controls(request: Request) -> Response:
     run_id = request.path_params["run_id"]
     store = _store(request)
     try:
-        run, _ = await run_in_threadpool(store.get_execution, run_id)
+        run, _ = await run_in_threadpool(store.get_execution, run_id,
+                                         scope_id=principal_of(request).read_scope)
     except NotFound as exc:
         return PlainTextResponse(exc.message, status_code=404, headers=HEADERS)
     jc = await run_in_threadpool(controls_for, store, request, run)

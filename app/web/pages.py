@@ -4,6 +4,7 @@ The contact-app idiom: one URL answers with the whole page, or, for an htmx
 request, with the fragment its ``HX-Target`` names (``Vary`` says so). A
 ``cmd=`` parameter is the filter command; it is parsed into the real
 parameters and the browser is sent to (or, with htmx, pushed to) their URL.
+Every read is limited to the principal's ``read_scope`` (see ``build.scoped``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from app.auth.principal import principal_of
 from app.store import Store
 from app.store.errors import BadParameter, NotFound
 from app.times import now_ms
@@ -77,7 +79,7 @@ async def runs(request: Request) -> Response:
             # The canonical URL, so the address bar holds parameters, not the command.
             return RedirectResponse(urls.href(urls.canonical(items)), status_code=303)
     try:
-        state = parse_state(items)
+        state = build.scoped(parse_state(items), principal_of(request).read_scope)
     except BadParameter as exc:
         return _error(request, fragment, exc.message, text)
     ctx = PageContext(state=state, now=now_ms(), command_text=text or render_command(
@@ -124,12 +126,14 @@ async def command_help(request: Request) -> Response:
     """Inline errors and suggestions for the command text being typed."""
     text = request.query_params.get("cmd", "")[:2000]
     store = _store(request)
+    scope = principal_of(request).read_scope
     errors = parse_command(text).errors if text.strip() else ()
     known_cache: dict[str, list[str]] = {}
 
     def known(kind: str) -> list[str]:
+        # Names are data: suggest only those of runs this reader may see.
         if kind not in known_cache:
-            known_cache[kind] = store.known_values(kind, 1000)
+            known_cache[kind] = store.known_values(kind, 1000, scope_id=scope)
         return known_cache[kind]
 
     suggestions = await run_in_threadpool(suggest, text, known)
@@ -147,7 +151,8 @@ async def full_value(request: Request) -> Response:
     part = request.query_params.get("part", "")
     ref = request.query_params.get("ref", "")
     try:
-        raw = await run_in_threadpool(_store(request).full_value, run_id, part, ref)
+        raw = await run_in_threadpool(_store(request).full_value, run_id, part, ref,
+                                      scope_id=principal_of(request).read_scope)
     except KeyError:
         return PlainTextResponse("part/ref: not a value of a run", 400, headers=HEADERS)
     except (LookupError, NotFound):
@@ -163,7 +168,8 @@ async def tool_call(request: Request) -> Response:
     run_id = request.path_params["run_id"]
     try:
         call = await run_in_threadpool(_store(request).tool_call, run_id,
-                                       request.path_params["tool_call_id"])
+                                       request.path_params["tool_call_id"],
+                                       scope_id=principal_of(request).read_scope)
     except NotFound as exc:
         return render(request, "_error.html", {"message": exc.message, "target": "tool-call",
                                                "reset_href": "/"}, status=404)

@@ -12,6 +12,7 @@ from starlette.templating import Jinja2Templates
 from app.paths import TEMPLATES_DIR
 from app.store.inputs import EVENT_TYPES
 from app.web import format as fmt
+from app.web.context import auth_of
 
 # No inline script or style anywhere: recorded text that slipped through
 # escaping still could not run. SVG presentation attributes are not styles.
@@ -35,6 +36,8 @@ def _env() -> Environment:
     env.filters.update(utc=fmt.utc, iso=fmt.iso, clock=fmt.clock, duration=fmt.duration,
                        count=fmt.count, first_line=fmt.first_line)
     env.globals["relative"] = fmt.relative
+    # Who is signed in and the CSRF token every form carries (issue 7).
+    env.globals["auth_of"] = auth_of
     # The SSE event names of a run's stream that the live drawer listens to.
     env.globals["live_event_types"] = ",".join(EVENT_TYPES)
     return env
