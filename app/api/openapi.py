@@ -264,7 +264,7 @@ def build_document() -> dict[str, Any]:
         timeline["properties"]["from"] = timeline["properties"].pop("from_")
     body_errors = _errors(400, 404, 409, 413, 422)
     paths: dict[str, Any] = {
-        "/healthz": {"get": {"summary": "Database health", "operationId": "healthz",
+        "/healthz": {"get": {"summary": "Database health", "operationId": "healthz", "security": [],
                              "responses": {"200": _json(Health, "the database answers"),
                                            "503": _json(Error, "it does not")}}},
         "/api/openapi.json": {"get": {
@@ -364,7 +364,13 @@ def build_document() -> dict[str, Any]:
                  "description": "Record and read executions, tool calls, interactions "
                                 "and events."},
         "paths": paths,
-        "components": {"schemas": schemas},
+        # Once any token exists every route but /healthz needs one; before
+        # that a loopback client needs none, hence the empty alternative.
+        "security": [{"bearer": []}, {}],
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"bearer": {
+                           "type": "http", "scheme": "bearer",
+                           "description": "a token from `runyard token create`"}}},
     }
 
 
