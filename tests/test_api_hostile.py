@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -580,3 +581,29 @@ def test_random_bodies_never_cause_a_500(seeded: TestClient, method: str, path: 
         for read in ("/api/executions", "/api/executions/x", "/api/executions/x/events",
                      "/api/executions/x/tool-calls", "/api/executions/x/interactions"):
             not_a_crash(seeded.get(read))
+
+
+def test_a_client_that_hangs_up_mid_body_is_no_server_error(
+        client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    """A hang-up while the body is read is the client's doing: no traceback is
+    logged for it (a busy server would spend its time logging them)."""
+    sent: list[dict[str, Any]] = []
+    messages = iter([{"type": "http.request", "body": b'{"name": "x"', "more_body": True},
+                     {"type": "http.disconnect"}])
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/executions", "raw_path": b"",
+             "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+             "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json")],
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+             "app": client.app}
+    with caplog.at_level(logging.DEBUG, logger="runyard"):
+        client.portal.call(client.app, scope, receive, send)  # type: ignore[union-attr]
+    assert sent[0]["status"] == 499
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert client.get("/api/executions").json()["executions"] == []

@@ -395,3 +395,31 @@ def test_a_revoke_takes_effect_within_the_cache_time(database_url: str) -> None:
         assert c.get("/api/executions", headers=bearer(token)).status_code == 200
         time.sleep(0.6)
         assert c.get("/api/executions", headers=bearer(token)).status_code == 401
+
+
+def test_the_lookup_cache_loads_a_key_once_for_concurrent_requests() -> None:
+    """Requests in flight when an entry runs out share one query (no stampede)."""
+    import asyncio
+    import threading
+
+    from app.auth.authenticator import _Cache
+
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def load() -> int:
+        gate.wait(5)
+        calls.append(1)
+        return len(calls)
+
+    async def main() -> list[int]:
+        cache = _Cache(ttl_s=60)
+        waiting = [asyncio.create_task(cache.get("any", load)) for _ in range(20)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        got = await asyncio.gather(*waiting)
+        got.append(await cache.get("any", load))  # now a hit
+        return got
+
+    assert asyncio.run(main()) == [1] * 21
+    assert len(calls) == 1

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from app.store.errors import STORAGE_EXCEPTIONS, StorageFailure, StoreError, storage_failure
@@ -117,6 +117,13 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(code, str(exc.detail), status=exc.status_code)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client hung up while its body was read: nobody reads an answer, and
+    # logging a traceback per hang-up would cost most when the server is busiest.
+    log.debug("%s %s: the client disconnected", request.method, request.url.path)
+    return Response(status_code=499)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response("internal_error", "internal error; the server log has the details")
@@ -126,6 +133,7 @@ EXCEPTION_HANDLERS = {
     ApiError: _api_error,
     StoreError: _store_error,
     HTTPException: _http_error,
+    ClientDisconnect: _client_gone,
     **{cls: _storage_error for cls in STORAGE_EXCEPTIONS},
     Exception: _unexpected,
 }
