@@ -109,6 +109,10 @@ class ToolCall(Base):
         Index("ix_execution_tool_call_execution_id_seq", "execution_id", "seq", unique=True),
         # Covers the tool filter and the tool facet (distinct runs per path).
         Index("ix_execution_tool_call_tool_path_execution_id", "tool_path", "execution_id"),
+        # The tool facet of a filtered list (the page's 24 h view) reads the
+        # paths of the matching runs' calls from here instead of the table, and
+        # the tool filter tests one run's paths here (revision 0005).
+        Index("ix_execution_tool_call_execution_id_tool_path", "execution_id", "tool_path"),
     )
 
 

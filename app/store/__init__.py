@@ -311,7 +311,8 @@ class Store:
             return runview.tool_call(conn, execution_id, tool_call_id, scope_id=scope_id)
 
     def page_meta(self, flt: runview.ExecutionFilter) -> dict[str, Any]:
-        """Total, facets and timeline in one snapshot, plus the page's slow threshold."""
+        """Total, facets and timeline (one snapshot, but for the tool facet: see
+        ``app.store.meta``), plus the page's slow threshold."""
         with self._read() as conn:
             return runview.page_meta(conn, self.dialect, flt)
 

@@ -138,14 +138,7 @@ def tool_counts(conn: Connection, dialect: Dialect, flt: ExecutionFilter,
     (the rail's tool search: the same disjunctive count as the facet)."""
     if not paths:
         return []
-    t = tool_calls.c
-    runs = func.count(t.execution_id.distinct())
-    stmt = select(t.tool_path, runs).where(t.tool_path.in_(paths)).group_by(t.tool_path)
-    conds = flt.without("tool").conditions(dialect)
-    if conds:
-        stmt = stmt.where(t.execution_id.in_(select(executions.c.id).where(*conds)))
-    stmt = stmt.order_by(runs.desc(), t.tool_path).limit(limit)
-    return [{"value": v, "count": n} for v, n in conn.execute(stmt)]
+    return meta.tool_runs(conn, dialect, flt.without("tool"), limit, paths)
 
 
 def count_runs(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> int:
@@ -176,10 +169,12 @@ def page_meta(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> dict[
     the p90 of the newest ``SLOW_SAMPLE`` matching runs (an index walk).
     """
     e = executions.c
+    tool = meta.start_tool_facet(conn, dialect, flt)
     total = count_runs(conn, dialect, flt)
     recent = sorted(d for (d,) in conn.execute(
         select(e.duration_ms).where(*flt.conditions(dialect), e.duration_ms.is_not(None))
         .order_by(e.created_at.desc()).limit(SLOW_SAMPLE)))
     slow = recent[max(0, -(-9 * len(recent) // 10) - 1)] if len(recent) >= 20 else None
-    return {"total": total, "facets": meta.facets(conn, dialect, flt),
-            "timeline": meta.timeline(conn, dialect, flt, total), "slow_ms": slow}
+    timeline = meta.timeline(conn, dialect, flt, total)
+    return {"total": total, "facets": meta.facets(conn, dialect, flt, tool),
+            "timeline": timeline, "slow_ms": slow}
