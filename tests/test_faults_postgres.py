@@ -21,11 +21,15 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
+from app.db.dialect import Dialect, insert_rows
 from app.db.engine import normalize_url
 from app.db.migrate import upgrade
+from app.db.models import server_keys
 from app.factory import create_app
 from app.settings import Settings
+from app.store.errors import storage_failure
 from tests.conftest import PG_ADMIN_URL
 from tests.faults_support import (
     Server,
@@ -240,6 +244,17 @@ def test_postgres_read_only_database(pg_session_url: str) -> None:
             otlp = client.post("/v1/traces", json=otlp_body())
             assert otlp.status_code == 503 and otlp.json()["code"] == 14
             reads_work(client, "before")
+        # COPY (bulk rows: job output, OTLP tool calls) bypasses SQLAlchemy;
+        # its failure must still read as the same 503, not a 500.
+        engine = create_engine(normalize_url(url))
+        try:
+            with pytest.raises(DBAPIError) as caught, engine.begin() as conn:
+                insert_rows(Dialect.POSTGRESQL, conn, server_keys, ("name", "value"),
+                            [("copy-test", "x")])
+        finally:
+            engine.dispose()
+        failure = storage_failure(caught.value)
+        assert failure is not None and failure.code == "storage_read_only"
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -26,6 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 # Any constant works; it only has to be the same in every process.
@@ -237,12 +238,14 @@ _ROWS_PER_INSERT = 100
 
 
 def insert_rows(dialect: Dialect, conn: Connection, table: Table, columns: tuple[str, ...],
-                rows: list[tuple[Any, ...]]) -> None:
+                rows: list[tuple[Any, ...]], *, rows_per_statement: int = _ROWS_PER_INSERT,
+                ) -> None:
     """Insert many rows of plain values fast (JSON columns as JSON text).
 
     For a job's output: a hundred thousand lines a second is the aim, and the
     ORM-free ``executemany`` of SQLite's driver, or PostgreSQL's ``COPY``, is
     several times faster than a compiled multi-row ``INSERT … RETURNING``.
+    ``rows_per_statement`` applies to SQLite (see where OTLP tool calls set it).
     """
     if not rows:
         return
@@ -251,23 +254,32 @@ def insert_rows(dialect: Dialect, conn: Connection, table: Table, columns: tuple
         # Many rows per statement: SQLite then runs one statement per hundred
         # rows instead of one per row, about twice as fast.
         one = "(" + ", ".join("?" * len(columns)) + ")"
-        full, rest = divmod(len(rows), _ROWS_PER_INSERT)
-        if full:
-            many = ", ".join([one] * _ROWS_PER_INSERT)
+        per = rows_per_statement
+        full, rest = divmod(len(rows), per)
+        if per == 1:
+            conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES {one}", rows)
+        elif full:
+            many = ", ".join([one] * per)
             conn.exec_driver_sql(
                 f"INSERT INTO {table.name} ({names}) VALUES {many}",
-                [tuple(chain.from_iterable(rows[k:k + _ROWS_PER_INSERT]))
-                 for k in range(0, full * _ROWS_PER_INSERT, _ROWS_PER_INSERT)])
+                [tuple(chain.from_iterable(rows[k:k + per])) for k in range(0, full * per, per)])
         if rest:
             conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES {one}",
-                                 rows[full * _ROWS_PER_INSERT:])
+                                 rows[full * per:])
         return
     if dialect is Dialect.POSTGRESQL:
+        import psycopg
+
         raw = conn.connection.driver_connection
         assert raw is not None
-        with raw.cursor() as cursor, cursor.copy(
-                f"COPY {table.name} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        statement = f"COPY {table.name} ({names}) FROM STDIN"
+        try:
+            with raw.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.Error as exc:
+            # COPY goes around SQLAlchemy, so its errors come unwrapped; wrapped,
+            # a failing database is the same 503 as on every other write.
+            raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
         return
     assert_never(dialect)

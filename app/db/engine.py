@@ -138,6 +138,12 @@ def _sqlite_listeners(engine: Engine, *, begin: str, query_only: bool) -> None:
         cur.execute("PRAGMA mmap_size=1073741824")
         if query_only:
             cur.execute("PRAGMA query_only=1")
+        else:
+            # Checkpoint once the WAL holds ~40 MB (10,000 pages) instead of
+            # ~4 MB: with small frequent commits (OTLP batches, job output) the
+            # default checkpointed after nearly every commit, rewriting the
+            # same index pages each time (commit cost per span 33-45 -> 21 us).
+            cur.execute("PRAGMA wal_autocheckpoint=10000")
         cur.close()
         # SQLite's lower() folds ASCII only, so `q=émile` would miss "Émile"
         # (PostgreSQL folds it). Replace it for this connection with Python's.
