@@ -84,6 +84,20 @@ def send(endpoint: str, spans: list[ReadableSpan], senders: int) -> None:
         raise SystemExit(f"{sum(failures)} spans were not accepted")
 
 
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) so far of this process's child processes
+    that are still running (the server; Linux /proc)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def wait_queryable(base: str, traces: int) -> None:
     """Until the list counts every run (a 200 from the server means committed, so
     this is one query, but it proves the runs are there)."""
@@ -155,6 +169,8 @@ def main() -> None:
     parser.add_argument("--phoenix-venv", type=Path, metavar="DIR",
                         help="a virtual environment with arize-phoenix, to compare")
     args = parser.parse_args()
+    # A benchmark server: no per-client request rate or stream limits.
+    os.environ.update(RUNYARD_RATE_LIMIT_PER_S="0", RUNYARD_MAX_STREAMS_PER_CLIENT="0")
     t0 = time.perf_counter()
     spans, ids = build(args.traces, args.spans)
     print(f"built {len(spans):,} spans in {time.perf_counter() - t0:.1f} s (not timed)")
@@ -162,14 +178,20 @@ def main() -> None:
         url = f"sqlite:///{tmp}/bench.db"
         upgrade(url)
         with running_server(url) as base:
+            load = os.getloadavg()[0]
+            server_cpu, client_cpu = children_cpu_s(), time.process_time()
             start = time.perf_counter()
             send(f"{base}/v1/traces", spans, args.senders)
             wait_queryable(base, args.traces)
             took = time.perf_counter() - start
+            server_cpu = children_cpu_s() - server_cpu
+            client_cpu = time.process_time() - client_cpu
             calls = httpx.get(f"{base}/api/executions/otel-{ids[-1]}/tool-calls").json()
             assert len(calls["tool_calls"]) == args.spans - 1, calls
-    print(f"runyard: {len(spans):,} spans in {took:.2f} s = {len(spans) / took:,.0f} spans/s "
-          f"(target 10,000)")
+    n = len(spans)
+    print(f"runyard: {n:,} spans in {took:.2f} s = {n / took:,.0f} spans/s (target 10,000); "
+          f"CPU per span: server {server_cpu / n * 1e6:.0f} µs, client (exporter) "
+          f"{client_cpu / n * 1e6:.0f} µs; load average {load:.2f} → {os.getloadavg()[0]:.2f}")
     if args.phoenix_venv is not None:
         bench_phoenix(args.phoenix_venv, spans, args.senders)
     else:

@@ -7,7 +7,8 @@ exporters understand them. A wrong content type cannot be answered in "the
 request's encoding", so 415 uses the API's usual JSON error shape, as does the
 413 of ``BodyLimitMiddleware`` (it answers before the route runs).
 
-Spans land in the principal's ``write_scope``. A trace id is global, so a
+Spans land in the principal's ``write_scope``; concurrent requests are
+written together (``app.otlp.writer``). A trace id is global, so a
 trace already recorded in another scope is not written to: its spans are
 reported as rejected (``partial_success``), with a reason that names no run.
 """
@@ -29,6 +30,7 @@ from app.api.errors import error_response
 from app.auth.principal import principal_of
 from app.otlp import decode
 from app.otlp.mapping import Mapped, map_request
+from app.otlp.writer import TraceWriter
 from app.store.errors import STORAGE_EXCEPTIONS, storage_failure
 
 _CODE_INVALID_ARGUMENT = 3
@@ -45,6 +47,15 @@ def _encoded(message: Message, content_type: str, status: int) -> Response:
 
 def _status(content_type: str, http_status: int, code: int, message: str) -> Response:
     return _encoded(Status(code=code, message=message), content_type, http_status)
+
+
+def _writer(request: Request) -> TraceWriter:
+    """The app's OTLP writer (made on first use: it groups this app's requests)."""
+    state = request.app.state
+    writer: TraceWriter | None = getattr(state, "otlp_writer", None)
+    if writer is None:
+        writer = state.otlp_writer = TraceWriter(state.store)
+    return writer
 
 
 def _decode_and_map(body: bytes, content_type: str) -> Mapped:
@@ -76,9 +87,8 @@ async def export_traces(request: Request) -> Response:
     foreign = 0
     if mapped.traces:
         try:
-            written = await run_in_threadpool(request.app.state.store.write_traces,
-                                              mapped.traces, principal_of(request).write_scope)
-            foreign = written["rejected_spans"]
+            foreign = await _writer(request).write(mapped.traces,
+                                                   principal_of(request).write_scope)
         except STORAGE_EXCEPTIONS as exc:
             if (failure := storage_failure(exc)) is None:
                 raise

@@ -7,6 +7,8 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from app.limits.values import MAX_VALUE_BYTES, cut_value
+
 MAX_LABELS = 32
 MAX_LABEL_KEY = 128
 MAX_LABEL_VALUE = 1024
@@ -60,11 +62,15 @@ def as_dict(attrs: Any) -> dict[str, Any]:
     return out
 
 
+# One encoder for every call (json.dumps with arguments builds one each time).
+_TEXT_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def as_text(value: Any) -> str:
     """A label's string form: strings as they are, anything else as JSON."""
     if isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return _TEXT_ENCODER.encode(value)
 
 
 def labels_of(attrs: dict[str, Any]) -> dict[str, str] | None:
@@ -96,3 +102,22 @@ def json_or_text(value: Any) -> Any:
             except (ValueError, RecursionError):
                 return value
     return value
+
+
+# The compact JSON text of a value decoded from JSON text of n characters is at
+# most 8n bytes: a character becomes at most 4 UTF-8 bytes, escapes only
+# shrink, whitespace goes, and the worst number is a float written short that
+# prints long ("1e15" → "1000000000000000.0"; a float token has at least 3
+# characters and prints in at most 24).
+_DECODED_GROWTH = 8
+
+
+def stored_value(value: Any) -> Any:
+    """An attribute as stored in a JSON column: decoded when it is JSON text
+    (``json_or_text``), and cut as every recorded value is (``cut_value``)."""
+    decoded = json_or_text(value)
+    if isinstance(value, str) and len(value) * _DECODED_GROWTH + 2 <= MAX_VALUE_BYTES:
+        # Most tool arguments and results are small: measuring them would mean
+        # encoding each one once more just to find it under the limit.
+        return decoded
+    return cut_value(decoded)

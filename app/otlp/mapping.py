@@ -17,10 +17,20 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from app.limits.values import cut_value, is_cut
-from app.otlp.attributes import as_dict, as_text, bounded, clean, json_or_text, labels_of
+from app.otlp.attributes import (
+    as_dict,
+    as_text,
+    bounded,
+    clean,
+    json_or_text,
+    labels_of,
+    stored_value,
+)
 
 # Bits 8 and 9 of Span.flags: "has is-remote" and "is remote".
 _REMOTE_KNOWN, _REMOTE = 0x100, 0x200
+# All-zero ids are invalid (the OTLP spec).
+_NO_TRACE, _NO_SPAN = bytes(16), bytes(8)
 _MAX_EVENTS = 256
 _CODE_KEYS = ("runyard.code", "code.function", "code.function.name", "db.statement",
               "db.query.text", "process.command_line")
@@ -202,29 +212,56 @@ def _is_root(span: Span) -> bool:
     return bool(span.flags & _REMOTE_KNOWN and span.flags & _REMOTE)
 
 
-def _map_span(span: Span, trace_id: str, scope: Any, resource: dict[str, Any]) -> Part:
+def _shared_meta(resource: dict[str, Any], scope: Any) -> dict[str, Any]:
+    """The ``trigger_meta`` keys every root of one resource and scope shares."""
+    meta: dict[str, Any] = {}
+    if "service.name" in resource:
+        meta["service.name"] = resource["service.name"]
+    if scope.name:
+        meta["scope"] = {"name": clean(scope.name, 256),
+                         "version": clean(scope.version, 256) or None}
+    if resource:
+        meta["resource"] = bounded(resource)
+    return meta
+
+
+class _Scope:
+    """What the spans of one resource and instrumentation scope share, worked
+    out once for all of them (an exporter sends hundreds per scope)."""
+
+    def __init__(self, resource: dict[str, Any], scope: Any) -> None:
+        self.scope = scope
+        self.meta = _shared_meta(resource, scope)
+        self._meta_fits: bool | None = None
+
+    def root_meta(self, trace_id: str, span_id: str) -> dict[str, Any]:
+        """A root's ``trigger_meta``. Hex ids have a fixed length, so whether it
+        fits the value limit is the same for every root of the scope: measured
+        once (encoding it is the costly part of the check)."""
+        meta: dict[str, Any] = {"otlp": {"trace_id": trace_id, "span_id": span_id}}
+        meta.update(self.meta)
+        if self._meta_fits is None:
+            self._meta_fits = not is_cut(cut_value(meta))
+        return meta if self._meta_fits else _cut_meta(meta)
+
+
+def _map_span(span: Span, trace_id: str, scope: _Scope) -> Part:
     span_id = span.span_id.hex()
     attrs = as_dict(span.attributes)
-    events, asked, exception = _events(span, trace_id, span_id)
+    events, asked, exception = (_events(span, trace_id, span_id) if span.events
+                                else ([], [], None))
     status, error = _status(span, exception)
-    times = {"started_at": _ms(span.start_time_unix_nano),
-             "completed_at": _ms(span.end_time_unix_nano)}
+    started_at = _ms(span.start_time_unix_nano)
+    completed_at = _ms(span.end_time_unix_nano)
     if _is_root(span):
         trigger = _first(attrs, (_TRIGGER_KEY,))
         code = _first(attrs, _CODE_KEYS)
-        meta: dict[str, Any] = {"otlp": {"trace_id": trace_id, "span_id": span_id}}
-        if "service.name" in resource:
-            meta["service.name"] = resource["service.name"]
-        if scope.name:
-            meta["scope"] = {"name": clean(scope.name, 256),
-                             "version": clean(scope.version, 256) or None}
-        if resource:
-            meta["resource"] = bounded(resource)
         return Root(span_id=span_id, status=status, error=error, events=events,
                     interactions=asked, name=clean(span.name, 1024) or "span",
-                    trigger_kind=clean(as_text(trigger or scope.name or "otlp"), 64),
-                    trigger_meta=_cut_meta(meta), code=None if code is None else as_text(code),
-                    labels=labels_of(attrs), **times)
+                    trigger_kind=clean(as_text(trigger or scope.scope.name or "otlp"), 64),
+                    trigger_meta=scope.root_meta(trace_id, span_id),
+                    code=None if code is None else as_text(code),
+                    labels=labels_of(attrs), started_at=started_at, completed_at=completed_at)
     tool = _first(attrs, _TOOL_KEYS)
     args = _first(attrs, _ARG_KEYS)
     result = _first(attrs, _RESULT_KEYS)
@@ -232,8 +269,8 @@ def _map_span(span: Span, trace_id: str, scope: Any, resource: dict[str, Any]) -
                 interactions=asked, id=tool_call_id_of(trace_id, span_id),
                 parent_id=tool_call_id_of(trace_id, span.parent_span_id.hex()),
                 tool_path=clean(as_text(tool or span.name or "span"), 256),
-                args=cut_value(json_or_text(args)), result=cut_value(json_or_text(result)),
-                **times)
+                args=stored_value(args), result=stored_value(result),
+                started_at=started_at, completed_at=completed_at)
 
 
 def map_request(request: ExportTraceServiceRequest) -> Mapped:
@@ -243,16 +280,17 @@ def map_request(request: ExportTraceServiceRequest) -> Mapped:
     for rs in request.resource_spans:
         resource = as_dict(rs.resource.attributes)
         for ss in rs.scope_spans:
+            scope = _Scope(resource, ss.scope)
             for span in ss.spans:
-                if len(span.trace_id) != 16 or len(span.span_id) != 8 or not any(
-                        span.trace_id) or not any(span.span_id):
+                if (len(span.trace_id) != 16 or len(span.span_id) != 8
+                        or span.trace_id == _NO_TRACE or span.span_id == _NO_SPAN):
                     rejected += 1
                     continue
                 trace_id = span.trace_id.hex()
                 trace = traces.get(trace_id)
                 if trace is None:
                     trace = traces[trace_id] = Trace(trace_id, execution_id_of(trace_id))
-                part = _map_span(span, trace_id, ss.scope, resource)
+                part = _map_span(span, trace_id, scope)
                 if isinstance(part, Root):
                     trace.roots.append(part)
                 else:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
 from app.db.dialect import Dialect, insert_many, insert_rows
 from app.db.models import events, executions, interactions, tool_calls
-from app.otlp.mapping import Call, Event, Interaction, Root, Trace, tool_call_id_of
+from app.otlp.mapping import Call, Interaction, Root, Trace, tool_call_id_of
 from app.store.executions import duration
 from app.store.steps import namespace_of
 from app.times import now_ms
@@ -29,14 +30,34 @@ _CHUNK = 500
 _CALL_COLS = ("id", "execution_id", "parent_id", "seq", "tool_path", "namespace", "status",
               "args", "result", "error", "started_at", "completed_at", "duration_ms")
 _EVENT_COLS = ("execution_id", "seq", "ts", "level", "type", "message", "data")
+_SEQ = _CALL_COLS.index("seq")
 
 
 def _dump(value: Any) -> str | None:
     # A JSON null is stored as SQL NULL (see the data model). Default arguments:
     # json.dumps then reuses one encoder instead of building one per value.
     return None if value is None else json.dumps(value)
-_EXEC_COLS = (executions.c.id, executions.c.status, executions.c.trigger_meta,
-              executions.c.created_at)
+
+
+# ``json.dumps``'s own string encoder (ensure_ascii): the two change events of
+# every tool call are built from it directly, giving the exact text json.dumps
+# writes for the same dict at a fraction of the cost of a generic encode.
+_text = encode_basestring_ascii
+
+
+def _started_data(call_id: str, tool_path: str, parent: str | None) -> str:
+    return (f'{{"tool_call_id": {_text(call_id)}, "tool_path": {_text(tool_path)}, '
+            f'"parent_id": {"null" if parent is None else _text(parent)}}}')
+
+
+def _finished_data(call_id: str, tool_path: str, status: str, duration_ms: int | None) -> str:
+    return (f'{{"tool_call_id": {_text(call_id)}, "tool_path": {_text(tool_path)}, '
+            f'"status": {_text(status)}, '
+            f'"duration_ms": {"null" if duration_ms is None else int(duration_ms)}}}')
+
+
+_EXEC_STATE = (executions.c.id, executions.c.status, executions.c.trigger_meta,
+               executions.c.created_at)
 
 
 def _in_chunks(conn: Connection, stmt_for: Any, ids: list[str]) -> list[Any]:
@@ -44,6 +65,15 @@ def _in_chunks(conn: Connection, stmt_for: Any, ids: list[str]) -> list[Any]:
     for i in range(0, len(ids), _CHUNK):
         rows.extend(conn.execute(stmt_for(ids[i:i + _CHUNK])).mappings())
     return rows
+
+
+def _existing(conn: Connection, column: Any, ids: list[str]) -> set[str]:
+    """Those of ``ids`` already in ``column`` (a primary key)."""
+    found: set[str] = set()
+    for i in range(0, len(ids), _CHUNK):
+        found.update(conn.execute(select(column).where(column.in_(ids[i:i + _CHUNK])))
+                     .scalars())
+    return found
 
 
 def _otlp_meta(row: Any) -> dict[str, Any]:
@@ -60,24 +90,42 @@ def _root_as_call(trace_id: str, root: Root) -> Call:
                 tool_path=root.name, args=None, result=None)
 
 
+# An event on its way in: (ts, level, type, message, data as JSON text).
+_EventRow = tuple[int | None, str, str, str | None, str | None]
+
+
 class _Batch:
-    """Rows and counter changes collected for one request."""
+    """Rows and counter changes collected for one write (one or more requests)."""
 
     def __init__(self, now: int) -> None:
         self.now = now
         self.new_execs: list[dict[str, Any]] = []
-        self.calls: list[dict[str, Any]] = []
+        # Tool call rows in ``_CALL_COLS`` order; ``seq`` is set when written.
+        self.calls: list[list[Any]] = []
         self.asked: list[dict[str, Any]] = []
-        self.events: dict[str, list[Event]] = defaultdict(list)
+        self.events: dict[str, list[_EventRow]] = defaultdict(list)
+        self.errors: dict[str, int] = defaultdict(int)
+        self.warns: dict[str, int] = defaultdict(int)
         self.call_count: dict[str, int] = defaultdict(int)
         self.root_updates: list[tuple[str, dict[str, Any]]] = []
         self.reparent: list[tuple[str, str]] = []
         # Interaction ids may be given by the sender: never insert one twice.
         self.known_asked: set[str] = set()
 
+    def event(self, execution_id: str, type_: str, message: str | None, data: Any,
+              ts: int | None) -> None:
+        """A change event (level info); ``data`` as a value."""
+        self.events[execution_id].append((ts, "info", type_, message, _dump(data)))
+
     def add_part(self, execution_id: str, part: Root | Call,
                  interactions_out: list[Interaction]) -> None:
-        self.events[execution_id].extend(part.events)
+        rows = self.events[execution_id]
+        for ev in part.events:
+            rows.append((ev.ts, ev.level, ev.type, ev.message, _dump(ev.data)))
+            if ev.level == "error":
+                self.errors[execution_id] += 1
+            elif ev.level == "warn":
+                self.warns[execution_id] += 1
         for it in interactions_out:
             if it.id in self.known_asked:
                 continue
@@ -139,54 +187,56 @@ def _plan_trace(b: _Batch, trace: Trace, ex: Any, known_calls: set[str],
     root: Root | None = None
     if roots and (ex is None or placeholder):
         root = roots.pop(0)
+        # The same root again in this batch (a retry grouped with the first) is not
+        # a second root.
+        roots = [r for r in roots if r.span_id != root.span_id]
     elif roots and ex is not None:
         # Already recorded: the same root again is a retry; another is a second root.
         roots = [r for r in roots if r.span_id != meta.get("span_id")]
     calls.extend(_root_as_call(trace.trace_id, r) for r in roots)
     root_span = root.span_id if root is not None else meta.get("span_id")
     root_call_id = tool_call_id_of(trace.trace_id, root_span) if root_span else None
-    fresh = [c for c in calls if c.id not in known_calls]
+    fresh: list[Call] = []
+    for c in calls:
+        if c.id not in known_calls:  # a span twice in the batch is written once
+            known_calls.add(c.id)
+            fresh.append(c)
     if ex is None:
         if root is None and not fresh:
             return
         # A placeholder begins with its earliest known child.
         earliest = min(fresh, key=lambda c: c.started_at or b.now) if fresh else None
-        b.new_execs.append(_execution_row(trace, root, earliest, scope_id, b.now))
-        b.events[eid].append(Event("execution.created", b.new_execs[-1]["name"], "info",
-                                   {"status": b.new_execs[-1]["status"]},
-                                   b.new_execs[-1]["created_at"]))
+        row = _execution_row(trace, root, earliest, scope_id, b.now)
+        b.new_execs.append(row)
+        b.event(eid, "execution.created", row["name"], {"status": row["status"]},
+                row["created_at"])
     elif root is not None:
         b.root_updates.append((eid, _root_fill(root)))
         if root.status != ex["status"]:
-            b.events[eid].append(Event(
-                "execution.status", f"{ex['status']} → {root.status}", "info",
-                {"from": ex["status"], "to": root.status}, root.completed_at))
-        b.events[eid].append(Event("execution.updated", "root span arrived", "info",
-                                   {"fields": ["name", "trigger_kind", "started_at"]},
-                                   root.started_at))
+            b.event(eid, "execution.status", f"{ex['status']} → {root.status}",
+                    {"from": ex["status"], "to": root.status}, root.completed_at)
+        b.event(eid, "execution.updated", "root span arrived",
+                {"fields": ["name", "trigger_kind", "started_at"]}, root.started_at)
     if root is not None:
         b.add_part(eid, root, root.interactions)
+    # Only a trace that adds something may appear in ``b.events``: that is what
+    # marks a run as changed (its ``updated_at``, the live feed).
+    events = b.events[eid] if fresh else []
     for c in fresh:
-        known_calls.add(c.id)
         parent = None if c.parent_id == root_call_id else c.parent_id
-        b.calls.append({
-            "id": c.id, "execution_id": eid, "parent_id": parent, "seq": 0,
-            "tool_path": c.tool_path, "namespace": namespace_of(c.tool_path),
-            "status": c.status, "args": c.args, "result": c.result, "error": c.error,
-            "started_at": c.started_at, "completed_at": c.completed_at,
-            "duration_ms": duration(c.started_at, c.completed_at)})
+        took = duration(c.started_at, c.completed_at)
+        b.calls.append([c.id, eid, parent, 0, c.tool_path, namespace_of(c.tool_path), c.status,
+                        _dump(c.args), _dump(c.result), c.error, c.started_at,
+                        c.completed_at, took])
         b.call_count[eid] += 1
-        b.events[eid].append(Event("tool_call.started", c.tool_path, "info", {
-            "tool_call_id": c.id, "tool_path": c.tool_path, "parent_id": parent},
-            c.started_at))
-        b.add_part(eid, c, c.interactions)
+        events.append((c.started_at, "info", "tool_call.started", c.tool_path,
+                       _started_data(c.id, c.tool_path, parent)))
+        if c.events or c.interactions:
+            b.add_part(eid, c, c.interactions)
         if c.status != "running":
-            b.events[eid].append(Event("tool_call.finished", f"{c.tool_path} {c.status}",
-                                       "info", {"tool_call_id": c.id,
-                                                "tool_path": c.tool_path,
-                                                "status": c.status,
-                                                "duration_ms": b.calls[-1]["duration_ms"]},
-                                       c.completed_at))
+            events.append((c.completed_at, "info", "tool_call.finished",
+                           f"{c.tool_path} {c.status}",
+                           _finished_data(c.id, c.tool_path, c.status, took)))
     # A placeholder's early children point at the root's span id: once the root is
     # known they are top-level calls (done in SQL for rows written in earlier batches).
     if root is not None and ex is not None and root_call_id is not None:
@@ -200,15 +250,12 @@ def write_traces(conn: Connection, log: Any, traces: list[Trace],
     b = _Batch(now_ms())
     eids = [t.execution_id for t in traces]
     existing = {r["id"]: r for r in _in_chunks(
-        conn, lambda ids: select(*_EXEC_COLS).where(executions.c.id.in_(ids)), eids)}
+        conn, lambda ids: select(*_EXEC_STATE).where(executions.c.id.in_(ids)), eids)}
     call_ids = [c.id for t in traces for c in t.calls] + [
         tool_call_id_of(t.trace_id, r.span_id) for t in traces for r in t.roots]
-    known = {r["id"] for r in _in_chunks(
-        conn, lambda ids: select(tool_calls.c.id).where(tool_calls.c.id.in_(ids)), call_ids)}
+    known = _existing(conn, tool_calls.c.id, call_ids)
     asked_ids = [i.id for t in traces for p in (*t.roots, *t.calls) for i in p.interactions]
-    b.known_asked = {r["id"] for r in _in_chunks(
-        conn, lambda ids: select(interactions.c.id).where(interactions.c.id.in_(ids)),
-        asked_ids)}
+    b.known_asked = _existing(conn, interactions.c.id, asked_ids)
     for trace in traces:
         _plan_trace(b, trace, existing.get(trace.execution_id), known, scope_id)
     _apply(conn, dialect, b, existing)
@@ -228,14 +275,15 @@ def _max_seqs(conn: Connection, column: Any, key: Any, ids: list[str]) -> dict[s
 def _apply(conn: Connection, dialect: Dialect, b: _Batch, existing: dict[str, Any]) -> None:
     new_ids = {r["id"] for r in b.new_execs}
     old = [e for e in b.events if e not in new_ids]
-    errors = {e: sum(1 for ev in evs if ev.level == "error") for e, evs in b.events.items()}
-    warns = {e: sum(1 for ev in evs if ev.level == "warn") for e, evs in b.events.items()}
     asked_by = {a["execution_id"] for a in b.asked}
-    for row in b.new_execs:
-        eid = row["id"]
-        row.update(tool_call_count=b.call_count.get(eid, 0), had_elicitation=eid in asked_by,
-                   error_count=errors.get(eid, 0), warn_count=warns.get(eid, 0))
     if b.new_execs:
+        for row in b.new_execs:
+            eid = row["id"]
+            row.update(tool_call_count=b.call_count.get(eid, 0), had_elicitation=eid in asked_by,
+                       error_count=b.errors.get(eid, 0), warn_count=b.warns.get(eid, 0))
+        # Through SQLAlchemy, unlike the rest: the first write of a batch, so a
+        # database that refuses writes fails here with SQLAlchemy's error (which
+        # answers 503), not PostgreSQL's COPY error, which SQLAlchemy never sees.
         insert_many(dialect, conn, executions, b.new_execs)
     for eid, root_call_id in b.reparent:
         conn.execute(update(tool_calls).where(
@@ -247,23 +295,23 @@ def _apply(conn: Connection, dialect: Dialect, b: _Batch, existing: dict[str, An
         conn.execute(update(executions).where(executions.c.id == eid).values(values))
     if b.calls:
         seqs = _max_seqs(conn, tool_calls.c.seq, tool_calls.c.execution_id,
-                         sorted({c["execution_id"] for c in b.calls} - new_ids))
+                         sorted({c[1] for c in b.calls} - new_ids))
         for call in b.calls:
-            seqs[call["execution_id"]] = call["seq"] = seqs.get(call["execution_id"], 0) + 1
-        insert_rows(dialect, conn, tool_calls, _CALL_COLS, [
-            (c["id"], c["execution_id"], c["parent_id"], c["seq"], c["tool_path"],
-             c["namespace"], c["status"], _dump(c["args"]), _dump(c["result"]), c["error"],
-             c["started_at"], c["completed_at"], c["duration_ms"]) for c in b.calls])
+            seqs[call[1]] = call[_SEQ] = seqs.get(call[1], 0) + 1
+        # One row per statement: measured faster here than a hundred per
+        # statement (6.7 against 11 µs a row on SQLite), unlike for events.
+        insert_rows(dialect, conn, tool_calls, _CALL_COLS, [tuple(c) for c in b.calls],
+                    rows_per_statement=1)
     if b.asked:
         insert_many(dialect, conn, interactions, b.asked)
     ev_seqs = _max_seqs(conn, events.c.seq, events.c.execution_id, old)
+    now = b.now
     rows = []
     for eid, evs in b.events.items():
         seq = ev_seqs.get(eid, 0)
-        for ev in evs:
+        for ts, level, type_, message, data in evs:
             seq += 1
-            rows.append((eid, seq, ev.ts if ev.ts is not None else b.now, ev.level,
-                         ev.type, ev.message, _dump(ev.data)))
+            rows.append((eid, seq, now if ts is None else ts, level, type_, message, data))
     insert_rows(dialect, conn, events, _EVENT_COLS, rows)
     for eid in old:
         if eid not in existing:
@@ -271,10 +319,10 @@ def _apply(conn: Connection, dialect: Dialect, b: _Batch, existing: dict[str, An
         changes: dict[str, Any] = {"updated_at": b.now}
         if b.call_count.get(eid):
             changes["tool_call_count"] = executions.c.tool_call_count + b.call_count[eid]
-        if errors.get(eid):
-            changes["error_count"] = executions.c.error_count + errors[eid]
-        if warns.get(eid):
-            changes["warn_count"] = executions.c.warn_count + warns[eid]
+        if b.errors.get(eid):
+            changes["error_count"] = executions.c.error_count + b.errors[eid]
+        if b.warns.get(eid):
+            changes["warn_count"] = executions.c.warn_count + b.warns[eid]
         if eid in asked_by:
             changes["had_elicitation"] = True
         conn.execute(update(executions).where(executions.c.id == eid).values(changes))
