@@ -38,11 +38,16 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._server import cpu_s, free_port, raise_fd_limit, rss_kb, start_server
 
+# Every client comes from 127.0.0.1: without these the per-client stream cap
+# and request rate (issue 7) would refuse the benchmark itself.
+SERVER_ENV = {"RUNYARD_RATE_LIMIT_PER_S": "0", "RUNYARD_MAX_STREAMS_PER_CLIENT": "0"}
+
 
 async def open_stream(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
-                 .encode())
+    # A loopback Host: the server refuses other names (DNS rebinding, issue 7).
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                 "Accept: text/event-stream\r\n\r\n".encode())
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
@@ -104,13 +109,16 @@ def client_process(port: int, count: int, ready: mp.Event, stop: mp.Event,
         tasks = [asyncio.create_task(read_stream(r, seen[i], latencies, counts, i))
                  for i, (r, _) in enumerate(streams)]
         ready.set()
+        cpu0, wall0 = time.process_time(), time.monotonic()
         while not stop.is_set():
             await asyncio.sleep(0.1)
+        # Is this client process itself a bottleneck (a core's worth of CPU)?
+        busy = (time.process_time() - cpu0) / max(1e-9, time.monotonic() - wall0)
         for t in tasks:
             t.cancel()
         for _, w in streams:
             w.close()
-        out.put(([None if s is None else sorted(s) for s in seen], counts, latencies))
+        out.put(([None if s is None else sorted(s) for s in seen], counts, latencies, busy))
 
     asyncio.run(main())
 
@@ -149,7 +157,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def fan_out(args: argparse.Namespace, db_dir: Path) -> None:
     port = free_port()
-    server = start_server(db_dir / "live.db", port)
+    server = start_server(db_dir / "live.db", port, SERVER_ENV)
     try:
         ctx = mp.get_context("fork")
         procs, outs, stop = [], [], ctx.Event()
@@ -187,7 +195,7 @@ def fan_out(args: argparse.Namespace, db_dir: Path) -> None:
         lost = received = 0
         latencies: list[float] = []
         duplicates = 0
-        for seen_lists, counts, lat in results:
+        for seen_lists, counts, lat, _ in results:
             latencies.extend(lat)
             for seen, count in zip(seen_lists, counts, strict=True):
                 received += count
@@ -208,6 +216,8 @@ def fan_out(args: argparse.Namespace, db_dir: Path) -> None:
         print(f"| server peak RSS | {peak[0] / 1024:.0f} MB | |")
         print(f"| server CPU | {cpu:.1f} s over {elapsed:.0f} s "
               f"({cpu * 1e6 / max(1, received):.1f} µs per message delivered) | |")
+        busy = ", ".join(f"{r[3]:.0%}" for r in results)
+        print(f"| client processes' CPU (of one core each) | {busy} | |")
     finally:
         server.terminate()
         server.wait(15)
@@ -231,7 +241,7 @@ async def hold_idle(port: int, pid: int, target: int, limit_mb: int) -> tuple[in
 
 def idle_capacity(args: argparse.Namespace, db_dir: Path) -> None:
     port = free_port()
-    server = start_server(db_dir / "idle.db", port)
+    server = start_server(db_dir / "idle.db", port, SERVER_ENV)
     try:
         base = rss_kb(server.pid) / 1024
         held, rss = asyncio.run(hold_idle(port, server.pid, args.idle, 512))

@@ -149,6 +149,27 @@ def test_run_stream_of_an_ended_run_replays_then_ends(database_url: str) -> None
         assert r.status_code == 400 and r.json()["error"]["code"] == "bad_parameter"
 
 
+def test_run_stream_sends_every_event_of_the_ending_write_before_end(
+        database_url: str) -> None:
+    """One PATCH that ends a run and sets its progress and exit code writes
+    three events; a client streaming live gets all three, then `end` (found by
+    the soak bench: the stream used to stop at the status change)."""
+    with running_server(database_url) as base, httpx.Client(timeout=10) as client, \
+            httpx.Client(timeout=10) as writer:
+        writer.post(f"{base}/api/executions", json={"id": "ending", "status": "running"})
+        seen: list[SSE] = []
+        for message in sse_messages(client, f"{base}/api/executions/ending/stream"):
+            seen.append(message)
+            if len(seen) == 1:  # the backlog is in: now the stream is live
+                r = writer.patch(f"{base}/api/executions/ending", json={
+                    "status": "completed", "progress_pct": 100, "exit_code": 0})
+                assert r.status_code == 200, r.text
+        stored = writer.get(f"{base}/api/executions/ending/events").json()["events"]
+        assert len(stored) >= 3
+        assert [m.event for m in seen] == [e["type"] for e in stored] + ["end"]
+        assert [m.id for m in seen[:-1]] == [str(e["id"]) for e in stored]
+
+
 @pytest.fixture
 def postgres_url(pg_session_url: str) -> str:
     """The session's PostgreSQL database, emptied (PostgreSQL only: the race

@@ -8,7 +8,10 @@ each message body is encoded once and shared.
 
 A client that stops reading fills its queue; it is then closed rather than
 buffered without limit, and reconnects with ``Last-Event-ID`` to catch up from
-the table.
+the table. One ticker task keeps every stream alive and honest: a ping every
+``PING_S`` to a stream with nothing waiting, and a stream whose send has been
+blocked for ``SEND_TIMEOUT_S`` is aborted (``app.live.response`` says why this
+is not done per send). On the server's exit signal every stream is closed.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from sse_starlette import ServerSentEvent
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from app.live.notifier import Notifier
@@ -35,8 +39,18 @@ from app.store.records import event_out, execution_out
 
 log = logging.getLogger("runyard.live")
 
+# A ping comment every this many seconds keeps proxies from closing idle streams.
+PING_S = 15.0
+# A client whose socket accepts nothing for this long is gone.
+SEND_TIMEOUT_S = 30.0
+
+# Feed rows read per query.
+FEED_PAGE = 1000
+
 RowRenderer = Callable[[dict[str, Any]], str]
 EventRenderer = Callable[[dict[str, Any]], str]
+# The changed runs' current rows and (when asked) their tool paths, or None.
+Changed = tuple[dict[str, dict[str, Any]], dict[str, set[str]]] | None
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,12 @@ class Batch:
     def of(cls, messages: list[Message]) -> Batch:
         return cls(tuple(messages), b"".join(m.wire for m in messages))
 
+    @classmethod
+    def ping(cls) -> Batch:
+        """A keep-alive comment (sse-starlette's): no messages, not counted."""
+        comment = ServerSentEvent(comment=f"ping - {datetime.now(UTC)}")
+        return cls((), comment.encode())
+
 
 @dataclass(eq=False)
 class Subscriber:
@@ -87,9 +107,16 @@ class Subscriber:
     render: Callable[[dict[str, Any]], str] | None = None
     render_key: str = ""
     closed: bool = False
+    # Set by the stream's response: its task, and when its current send began
+    # (loop time; None between sends), for the hub's watchdog.
+    task: asyncio.Task[Any] | None = None
+    sending_since: float | None = None
+    aborted: bool = False
     _batches: deque[Batch] = field(default_factory=deque)
     _pending: int = 0
-    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # What take() waits on: a bare future, cheaper than an asyncio.Event for
+    # the one waiter there is (this runs for every client on every burst).
+    _waiter: asyncio.Future[None] | None = None
 
     def offer(self, batch: Batch) -> None:
         """Queue a batch; a client this far behind is closed instead of buffered."""
@@ -100,13 +127,20 @@ class Subscriber:
             return
         self._batches.append(batch)
         self._pending += len(batch.messages)
-        self._ready.set()
+        self._wake()
+
+    def ping(self, batch: Batch) -> None:
+        """Queue a ping unless something is already waiting (it will be sent
+        soon anyway), so a client that never reads gathers no pings either."""
+        if not self.closed and not self._batches:
+            self._batches.append(batch)
+            self._wake()
 
     async def take(self) -> list[Batch] | None:
         """Everything queued (waiting for something first); None once closed."""
         while not self._batches and not self.closed:
-            self._ready.clear()
-            await self._ready.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
         if self.closed:
             return None
         out = list(self._batches)
@@ -119,30 +153,51 @@ class Subscriber:
         self.closed = True
         self._batches.clear()
         self._pending = 0
-        self._ready.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def abort(self) -> None:
+        """End the stream now, even in the middle of a blocked send."""
+        self.close()
+        if self.task is not None and not self.aborted:
+            self.aborted = True
+            self.task.cancel()
 
 
 class Hub:
     """The tailer and the subscribers of one process."""
 
     def __init__(self, store: Store, notifier: Notifier, *, idle_poll_s: float,
-                 coalesce_s: float, queue_size: int) -> None:
+                 coalesce_s: float, queue_size: int, ping_s: float = PING_S,
+                 send_timeout_s: float = SEND_TIMEOUT_S) -> None:
         self.store = store
         self.notifier = notifier
         self.idle_poll_s = idle_poll_s
         self.coalesce_s = coalesce_s
         self.queue_size = queue_size
+        self.ping_s = ping_s
+        self.send_timeout_s = send_timeout_s
         self.head = 0
-        self._lists: set[Subscriber] = set()
+        # After the exit signal: every stream closed, new ones end at once.
+        self.closing = False
+        # List subscribers grouped by filter, kept as they come and go: a burst
+        # matches each distinct filter once and walks no one else.
+        self._lists: dict[ExecutionFilter, set[Subscriber]] = {}
         self._runs: dict[str, set[Subscriber]] = defaultdict(set)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- subscribers --------------------------------------------------------
     def subscribe_list(self, flt: ExecutionFilter, render: RowRenderer | None = None,
                        render_key: str = "") -> Subscriber:
         """A subscriber to changed rows that match ``flt``."""
         sub = Subscriber(self.queue_size, filter=flt, render=render, render_key=render_key)
-        self._lists.add(sub)
+        self._lists.setdefault(flt, set()).add(sub)
+        if self.closing:
+            sub.close()
         return sub
 
     def subscribe_run(self, execution_id: str,
@@ -150,12 +205,19 @@ class Hub:
         """A subscriber to every event of one run."""
         sub = Subscriber(self.queue_size, execution_id=execution_id, render=render)
         self._runs[execution_id].add(sub)
+        if self.closing:
+            sub.close()
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Forget a subscriber (its stream ended)."""
         sub.closed = True
-        self._lists.discard(sub)
+        if sub.filter is not None:
+            group = self._lists.get(sub.filter)
+            if group is not None:
+                group.discard(sub)
+                if not group:
+                    del self._lists[sub.filter]
         if sub.execution_id is not None:
             subs = self._runs.get(sub.execution_id)
             if subs is not None:
@@ -165,30 +227,71 @@ class Hub:
 
     @property
     def subscriber_count(self) -> int:
-        return len(self._lists) + sum(len(s) for s in self._runs.values())
+        return sum(len(s) for s in (*self._lists.values(), *self._runs.values()))
+
+    def subscribers(self) -> list[Subscriber]:
+        """Every current subscriber (a copy: closing one changes the sets)."""
+        return [s for subs in (*self._lists.values(), *self._runs.values()) for s in subs]
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
-        """Begin tailing at the current head of the feed."""
+        """Begin tailing at the current head of the feed, and keeping streams alive."""
         self.head = await run_in_threadpool(self.store.last_event_id)
-        self._task = asyncio.create_task(self._run(), name="runyard-feed-tailer")
+        self._tasks = [asyncio.create_task(self._run(), name="runyard-feed-tailer"),
+                       asyncio.create_task(self._tick(), name="runyard-live-ticker"),
+                       asyncio.create_task(self._close_on_exit(), name="runyard-live-exit")]
 
     async def stop(self) -> None:
         """Stop tailing and end every stream."""
-        for sub in [*self._lists, *(s for subs in self._runs.values() for s in subs)]:
+        self.closing = True
+        for sub in self.subscribers():
             sub.close()
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+
+    async def _tick(self) -> None:
+        """Pings and the send watchdog for every stream, from one timer."""
+        loop = asyncio.get_running_loop()
+        step = min(self.ping_s, self.send_timeout_s) / 3
+        next_ping = loop.time() + self.ping_s
+        while True:
+            await asyncio.sleep(step)
+            now = loop.time()
+            ping = None
+            if now >= next_ping:
+                ping, next_ping = Batch.ping(), now + self.ping_s
+            for sub in self.subscribers():
+                began = sub.sending_since
+                if began is not None and now - began > self.send_timeout_s:
+                    log.warning("dropping a live client: a send blocked for %.0f s", now - began)
+                    sub.abort()
+                elif ping is not None:
+                    sub.ping(ping)
+
+    async def _close_on_exit(self) -> None:
+        """On the server's exit signal (SIGTERM, Ctrl-C), end every stream so the
+        server need not wait for them. sse-starlette's signal watcher is shared by
+        the process and also finds uvicorn's own exit flag."""
+        await EventSourceResponse._listen_for_exit_signal()
+        self.closing = True
+        for sub in self.subscribers():
+            sub.close()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        done = 0.0  # loop time the last poll ended
         while True:
             if self.notifier.heard <= self.head:
                 await self.notifier.wait(self.idle_poll_s)
-            if self.coalesce_s:
-                # Let a burst of commits land so it is read (and coalesced) at once.
-                await asyncio.sleep(self.coalesce_s)
+            # Coalescing: a commit after a quiet spell is read at once; commits
+            # that follow a poll within coalesce_s wait out the rest of it, so
+            # a stream of small writes is read (and sent) in bursts.
+            delay = done + self.coalesce_s - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
             try:
                 await self.poll_once()
             except Exception as exc:
@@ -199,19 +302,47 @@ class Hub:
                 else:
                     log.exception("reading the change feed failed; retrying")
                 await asyncio.sleep(1)
+            done = loop.time()
 
     async def poll_once(self) -> None:
         """Read and dispatch everything after the head (in pages)."""
+        if not self._lists and not self._runs:
+            # Nobody listens: move the head instead of reading every change
+            # (bulk ingest and OTLP spent a quarter of their CPU here). A
+            # subscriber that comes later replays from the table anyway.
+            newest = await run_in_threadpool(self.store.last_event_id)
+            if not self._lists and not self._runs:  # and none came meanwhile
+                self.head = max(self.head, newest)
+                return
         while True:
-            rows = await run_in_threadpool(self.store.feed_after, self.head, 1000)
+            with_tools = self._needs_tools()
+            rows, changed = await run_in_threadpool(
+                self._read, self.head, bool(self._lists), with_tools)
             if not rows:
                 return
-            await self._dispatch(rows)
+            await self._dispatch(rows, changed, with_tools)
             self.head = rows[-1]["id"]
-            if len(rows) < 1000:
+            if len(rows) < FEED_PAGE:
                 return
 
-    async def _dispatch(self, rows: list[dict[str, Any]]) -> None:
+    def _read(self, head: int, lists: bool,
+              with_tools: bool) -> tuple[list[dict[str, Any]], Changed]:
+        """In a worker thread: the feed after ``head`` and, for list streams, the
+        changed runs' rows, in one hop from the event loop instead of two."""
+        rows = self.store.feed_after(head, FEED_PAGE)
+        newest = newest_changes(rows)
+        if not lists or not newest:
+            return rows, None
+        return rows, self.store.rows_and_tools(list(newest), with_tools)
+
+    def _needs_tools(self) -> bool:
+        return any(flt.tool or flt.not_tool for flt in self._lists)
+
+    async def _dispatch(self, rows: list[dict[str, Any]], changed: Changed = None,
+                        with_tools: bool = False) -> None:
+        """Offer ``rows`` to run streams and their runs' current rows (``changed``,
+        read with them; read here if list streams came or need tools since) to
+        list streams."""
         if self._runs:
             by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for row in rows:
@@ -227,24 +358,18 @@ class Hub:
                         sub.offer(Batch.of([run_message(r, sub.render) for r in run_rows]))
         if not self._lists:
             return
-        newest: dict[str, int] = {}
-        for row in rows:
-            if changes_row(row["type"], row["level"]):
-                newest[row["execution_id"]] = row["id"]
+        newest = newest_changes(rows)
         if not newest:
             return
-        needs_tools = any(s.filter is not None and (s.filter.tool or s.filter.not_tool)
-                          for s in self._lists)
-        current, tools = await run_in_threadpool(
-            self.store.rows_and_tools, list(newest), needs_tools)
-        changed = sorted((newest[i], r) for i, r in current.items())
-        by_filter: dict[ExecutionFilter, list[Subscriber]] = defaultdict(list)
-        for sub in self._lists:
-            assert sub.filter is not None
-            by_filter[sub.filter].append(sub)
+        needs_tools = self._needs_tools()
+        if changed is None or (needs_tools and not with_tools):
+            changed = await run_in_threadpool(
+                self.store.rows_and_tools, list(newest), needs_tools)
+        current, tools = changed
+        ordered = sorted((newest[i], r) for i, r in current.items())
         encoded: dict[tuple[str, str], Message] = {}
-        for flt, subs in by_filter.items():
-            matched = [(i, row) for i, row in changed if flt.matches(row, tools.get(row["id"]))]
+        for flt, subs in list(self._lists.items()):
+            matched = [(i, row) for i, row in ordered if flt.matches(row, tools.get(row["id"]))]
             if not matched:
                 continue
             batches: dict[str, Batch] = {}
@@ -258,6 +383,16 @@ class Hub:
                         messages.append(encoded[key])
                     batches[sub.render_key] = Batch.of(messages)
                 sub.offer(batches[sub.render_key])
+
+
+def newest_changes(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """The runs whose list row ``rows`` (feed rows) change, each with its newest
+    such event id."""
+    newest: dict[str, int] = {}
+    for row in rows:
+        if changes_row(row["type"], row["level"]):
+            newest[row["execution_id"]] = row["id"]
+    return newest
 
 
 def list_message(event_id: int, row: dict[str, Any], render: RowRenderer | None) -> Message:

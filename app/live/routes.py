@@ -5,6 +5,9 @@ or ``?after=``. The stream subscribes to the hub *first*, then replays what
 the table holds after that id, then forwards live messages, skipping any id
 it has already sent: nothing lost in the hand-over, nothing twice.
 
+Each stream is a ``StreamResponse`` (``app.live.response``): sse-starlette's
+wire format and pings, without its per-send cost.
+
 Scopes: the list stream's filter carries the principal's ``read_scope`` (so
 the hub's matcher drops other scopes' rows), and a run stream of another
 scope's run is the same 404 as one of a missing run.
@@ -14,23 +17,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
 from app.api.errors import ApiError
 from app.auth.principal import principal_of
-from app.live.hub import Batch, EventRenderer, Hub, RowRenderer, list_message, run_message
+from app.live.hub import (
+    Batch,
+    EventRenderer,
+    Hub,
+    Message,
+    RowRenderer,
+    list_message,
+    run_message,
+)
+from app.live.response import StreamResponse
 from app.store import Store
 from app.store.inputs import TERMINAL
 from app.store.params import parse_list_params
 
-PING_S = 15
-# A client whose socket accepts nothing for this long is gone.
-SEND_TIMEOUT_S = 30
 BACKLOG_PAGE = 500
 STREAM_EXTRA = frozenset({"format", "after"})
 
@@ -80,7 +89,7 @@ def _format(request: Request) -> bool:
     return values[0] == "html"
 
 
-async def list_stream(request: Request) -> EventSourceResponse:
+async def list_stream(request: Request) -> StreamResponse:
     # A relative `from` is read once, here, at connect.
     query = parse_list_params(request.query_params.multi_items(), allowed_extra=STREAM_EXTRA,
                               scope_id=principal_of(request).read_scope)
@@ -96,30 +105,29 @@ async def list_stream(request: Request) -> EventSourceResponse:
     sub = hub.subscribe_list(query.filter, render, key)
     last = hub.head if after is None else after
 
-    async def messages() -> AsyncIterator[bytes | ServerSentEvent]:
+    async def messages() -> AsyncIterator[bytes]:
         nonlocal last
-        try:
-            if after is not None:
-                while True:
-                    page, reached = await run_in_threadpool(
-                        store.changed_rows_after, last, query, BACKLOG_PAGE)
-                    for event_id, row in page:
-                        yield list_message(event_id, row, render).wire
-                        last = max(last, event_id)
-                    if reached is None:
-                        break
-                    last = max(last, reached)
-            while (batches := await sub.take()) is not None:
-                fresh, last = unsent(batches, last)
-                if fresh:
-                    yield fresh
-        finally:
-            hub.unsubscribe(sub)
+        if after is not None:
+            # The whole backlog even if the queue fills meanwhile (the stream
+            # then ends after it and the client resumes); not past shutdown.
+            while not hub.closing:
+                page, reached = await run_in_threadpool(
+                    store.changed_rows_after, last, query, BACKLOG_PAGE)
+                if page:
+                    yield b"".join(list_message(i, row, render).wire for i, row in page)
+                    last = max(last, *(i for i, _ in page))
+                if reached is None:
+                    break
+                last = max(last, reached)
+        while (batches := await sub.take()) is not None:
+            fresh, last = unsent(batches, last)
+            if fresh:
+                yield fresh
 
-    return EventSourceResponse(messages(), ping=PING_S, send_timeout=SEND_TIMEOUT_S)
+    return StreamResponse(messages(), hub, sub)
 
 
-async def run_stream(request: Request) -> EventSourceResponse:
+async def run_stream(request: Request) -> StreamResponse:
     execution_id = request.path_params["execution_id"]
     for name in request.query_params:
         if name not in ("after", "format"):
@@ -137,54 +145,71 @@ async def run_stream(request: Request) -> EventSourceResponse:
     render = html.event_renderer(execution_id) if html is not None else None
     sub = hub.subscribe_run(execution_id, render)
 
-    def end() -> ServerSentEvent:
-        # No id: a client's Last-Event-ID stays at the last real event.
-        return ServerSentEvent(data=json.dumps({"execution_id": execution_id}), event="end")
+    # No id: a client's Last-Event-ID stays at the last real event.
+    end = ServerSentEvent(data=json.dumps({"execution_id": execution_id}), event="end").encode()
 
-    async def messages() -> AsyncIterator[bytes | ServerSentEvent]:
+    def encode(rows: list[dict[str, Any]]) -> list[Message]:
+        return [run_message(row, render) for row in rows]
+
+    async def messages() -> AsyncIterator[bytes]:
         last = after
         ended = status in TERMINAL
-        try:
-            while True:
-                rows = await run_in_threadpool(
-                    store.feed_after, last, BACKLOG_PAGE, execution_id)
-                for row in rows:
-                    message = await run_in_threadpool(run_message, row, render)
-                    yield message.wire
-                    last = message.id
-                    ended = ended or message.terminal
-                if len(rows) < BACKLOG_PAGE:
-                    break
+        while not hub.closing:
+            rows = await run_in_threadpool(store.feed_after, last, BACKLOG_PAGE, execution_id)
+            # One thread hop per page: rendering may be slow, but not per event.
+            page = await run_in_threadpool(encode, rows)
+            if page:
+                yield b"".join(m.wire for m in page)
+                last = page[-1].id
+                ended = ended or any(m.terminal for m in page)
+            if len(rows) < BACKLOG_PAGE:
+                break
+        if hub.closing:
+            return  # not `end`: the backlog may have been cut short
+        if ended:
+            yield end
+            return
+        while (batches := await sub.take()) is not None:
+            parts: list[bytes] = []
+            for batch in batches:
+                if not batch.messages:  # a ping
+                    parts.append(batch.wire)
+                for m in batch.messages:
+                    if m.id > last:
+                        parts.append(m.wire)
+                        last = m.id
+                        ended = ended or m.terminal
             if ended:
-                yield end()
+                # The terminal status's transaction may hold more events after
+                # it (a PATCH that sets status, progress and exit code): send
+                # what the table holds, as a client connecting now would get.
+                while True:
+                    rows = await run_in_threadpool(store.feed_after, last, BACKLOG_PAGE,
+                                                   execution_id)
+                    parts.extend(m.wire for m in await run_in_threadpool(encode, rows))
+                    if rows:
+                        last = rows[-1]["id"]
+                    if len(rows) < BACKLOG_PAGE:
+                        break
+                yield b"".join(parts) + end
                 return
-            while (batches := await sub.take()) is not None:
-                messages = [m for b in batches for m in b.messages if m.id > last]
-                if not messages:
-                    continue
-                last = messages[-1].id
-                ending = next((i for i, m in enumerate(messages) if m.terminal), None)
-                if ending is not None:
-                    yield b"".join(m.wire for m in messages[:ending + 1])
-                    yield end()
-                    return
-                yield b"".join(m.wire for m in messages)
-        finally:
-            hub.unsubscribe(sub)
+            if parts:
+                yield b"".join(parts)
 
-    return EventSourceResponse(messages(), ping=PING_S, send_timeout=SEND_TIMEOUT_S)
+    return StreamResponse(messages(), hub, sub)
 
 
 def unsent(batches: list[Batch], last: int) -> tuple[bytes, int]:
     """The bytes of every message after ``last`` (whole shared batches where
-    possible), and the new ``last``."""
+    possible) and of any ping, and the new ``last``."""
     parts: list[bytes] = []
     for batch in batches:
-        if batch.messages[0].id > last:
+        if not batch.messages or batch.messages[0].id > last:
             parts.append(batch.wire)
         else:
             parts.extend(m.wire for m in batch.messages if m.id > last)
-        last = max(last, batch.messages[-1].id)
+        if batch.messages:
+            last = max(last, batch.messages[-1].id)
     return b"".join(parts), last
 
 
