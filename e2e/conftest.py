@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +114,37 @@ class Server:
     process: subprocess.Popen[bytes]
 
 
+@contextmanager
+def serving(folder: Path, url: str, *extra: str) -> Iterator[Server]:
+    """``runyard serve`` on a free port over ``url`` until the block ends; its
+    log goes to ``folder/server.log`` (shown when it fails to start)."""
+    port = _free_port()
+    with (folder / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [RUNYARD, "serve", "--port", str(port), "--database-url", url, "--no-demo",
+             *extra], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((folder / "server.log").read_text())
+                time.sleep(0.1)
+            yield Server(base, process)
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``runyard serve`` on a free port over a freshly seeded SQLite file."""
@@ -120,33 +152,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     url = f"sqlite:///{folder / 'runyard.db'}"
     subprocess.run([RUNYARD, "demo", "--executions", "300", "--database-url", url],
                    check=True, capture_output=True, cwd=ROOT)
-    port = _free_port()
-    log = (folder / "server.log").open("wb")
-    process = subprocess.Popen(
-        [RUNYARD, "serve", "--port", str(port), "--database-url", url, "--no-demo"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((folder / "server.log").read_text())
-            time.sleep(0.1)
-        _seed(base)
-        yield Server(base, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    with serving(folder, url) as running:
+        _seed(running.base)
+        yield running
 
 
 @pytest.fixture(scope="session")

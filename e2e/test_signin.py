@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from e2e.conftest import ROOT, RUNYARD, Server, _free_port, _open
+from e2e.conftest import ROOT, RUNYARD, Server, _open, serving
 
 
 @pytest.fixture(scope="module")
@@ -28,35 +27,13 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
                            "--name", "e2e-operator", "--database-url", url],
                           check=True, capture_output=True, text=True, cwd=ROOT)
     token = made.stdout.splitlines()[-1]
-    port = _free_port()
-    log = (folder / "server.log").open("wb")
-    process = subprocess.Popen(
-        [RUNYARD, "serve", "--port", str(port), "--database-url", url, "--no-demo"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((folder / "server.log").read_text())
-            time.sleep(0.1)
-        r = httpx.post(base + "/api/executions", headers={"Authorization": f"Bearer {token}"},
-                       json={"id": "guarded-run", "name": "nightly-guarded", "status": "completed"})
+    with serving(folder, url) as server:
+        r = httpx.post(server.base + "/api/executions",
+                       headers={"Authorization": f"Bearer {token}"},
+                       json={"id": "guarded-run", "name": "nightly-guarded",
+                             "status": "completed"})
         assert r.status_code == 201, r.text
-        yield Server(base, process), token
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        yield server, token
 
 
 def test_sign_in_shows_the_runs_and_sign_out_returns(browser: Browser,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Request, expect
 
-from e2e.conftest import RUNYARD, Server, Watch, _free_port, _open
+from e2e.conftest import Server, Watch, _open, serving
 from e2e.xss_corpus import INJECTED, PAYLOADS, at, cut
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,34 +103,10 @@ def xss_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
     """``runyard serve --allow-exec`` over a fresh SQLite file holding only hostile runs."""
     folder = tmp_path_factory.mktemp("xss")
     url = f"sqlite:///{folder / 'runyard.db'}"
-    port = _free_port()
-    log = (folder / "server.log").open("wb")
-    process = subprocess.Popen(
-        [RUNYARD, "serve", "--port", str(port), "--database-url", url, "--no-demo",
-         "--allow-exec"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((folder / "server.log").read_text())
-            time.sleep(0.1)
-        with httpx.Client(base_url=base, timeout=30) as c:
+    with serving(folder, url, "--allow-exec") as server:
+        with httpx.Client(base_url=server.base, timeout=30) as c:
             ids = _seed(c)
-        yield Server(base, process), ids
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        yield server, ids
 
 
 class Hostile:
