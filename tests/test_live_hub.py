@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.live.hub import Batch, Message, Subscriber, run_message
+from app.live.messages import Batch, Message, Subscriber, run_message
 from app.live.routes import unsent
 
 

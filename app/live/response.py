@@ -39,7 +39,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from app.live.hub import Hub, Subscriber
+from app.live.hub import Hub
+from app.live.messages import Subscriber
 
 
 class StreamResponse(Response):

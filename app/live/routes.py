@@ -26,10 +26,10 @@ from starlette.routing import BaseRoute, Route
 
 from app.api.errors import ApiError
 from app.auth.principal import principal_of
-from app.live.hub import (
+from app.live.hub import Hub
+from app.live.messages import (
     Batch,
     EventRenderer,
-    Hub,
     Message,
     RowRenderer,
     list_message,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.live.hub import EventRenderer, RowRenderer
+from app.live.messages import EventRenderer, RowRenderer
 from app.times import now_ms
 from app.web.context import PageContext, parse_state
 from app.web.drawer import events_view
