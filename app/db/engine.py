@@ -13,6 +13,8 @@ wait on the writer. PostgreSQL uses one pool for both.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,14 +122,29 @@ def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
+def _wal(cur: Any) -> None:
+    """Switch the file to WAL (a no-op once it is). On a new file, connections
+    opened at once race for it, and SQLite answers the losers "database is
+    locked" at once (deadlock avoidance: the busy timeout does not apply to
+    that escalation), so retry for up to 10 s before giving up."""
+    for attempt in range(500):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 499:
+                raise
+            time.sleep(0.02)
+
+
 def _sqlite_listeners(engine: Engine, *, begin: str, query_only: bool) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         # Take transaction control away from pysqlite so our BEGIN is the one used.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA busy_timeout=10000")
+        _wal(cur)
         cur.execute("PRAGMA foreign_keys=ON")
         # NORMAL is durable across application crashes in WAL mode; only an OS
         # crash can lose the last transactions.
