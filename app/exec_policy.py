@@ -9,9 +9,9 @@ while there are no tokens to tell a user from a web page:
   Browsers send ``Origin`` with such a POST; one that is not this server's own
   is refused. Clients that are not browsers (curl, ``runyard run``) send none.
 - DNS rebinding: a hostile name that resolves to 127.0.0.1 makes the page
-  same-origin with us. Its ``Host`` header still carries the hostile name, so
-  only loopback names and the configured host are accepted. (While no token
-  exists the auth middleware applies this check to every request as well.)
+  same-origin with us. Its ``Host`` header still carries the hostile name; the
+  auth middleware refuses such a request (every request, not only these)
+  before it reaches a route, so there is no second check here.
 
 Once tokens exist these checks give way to the token's ``exec`` role: a Bearer
 token is never sent by a browser on its own, and a session's unsafe requests
@@ -57,14 +57,8 @@ def exec_refusal(request: Request) -> tuple[str, dict[str, str]] | None:
                 {"reason": "role_missing", "role": "exec"})
     if principal.via != "local":
         return None
-    host_header = request.headers.get("host", "")
-    host = urlsplit(f"//{host_header}").hostname or ""
-    if not (is_loopback(host) or host == settings.host):
-        return (f"refused: {host_header!r} is not this server's address (only loopback "
-                "names and the configured host may run commands)",
-                {"reason": "host_not_allowed"})
     origin = request.headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc != host_header:
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
         return ("refused: a cross-site request may not run commands",
                 {"reason": "cross_origin"})
     return None

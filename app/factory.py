@@ -27,6 +27,7 @@ from app.live import routes as live_routes
 from app.live.hub import Hub
 from app.live.notifier import Notifier
 from app.live.pg_listen import listen
+from app.otlp.writer import TraceWriter
 from app.paths import STATIC_DIR
 from app.runner.pool import Pool
 from app.runner.retention import prune_forever
@@ -77,6 +78,8 @@ def create_app(settings: Settings) -> Starlette:
                   idle_poll_s=settings.live_backstop_s if postgres else settings.live_poll_s,
                   coalesce_s=0.002, queue_size=settings.live_queue_size)
         app.state.store, app.state.hub = store, hub
+        # OTLP exports arriving together share a transaction (app.otlp.writer).
+        app.state.otlp_writer = TraceWriter(store)
         # One key signs session cookies and list cursors; from the database
         # unless configured, so every replica on the same database agrees.
         secret = (settings.secret_key.encode() if settings.secret_key

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ from typing import Any
 from sqlalchemy import event
 from starlette.testclient import TestClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.db.migrate import upgrade
 from app.factory import create_app
 from app.settings import Settings
@@ -44,6 +46,7 @@ from app.store import Store
 from app.store.errors import NotFound
 from app.store.inputs import EventsAppend, IngestBatch
 from app.times import format_ms, now_ms
+from bench._timing import timed
 
 DRAWER_RUN = "bench-drawer-500x10k"
 HX = {"HX-Request": "true"}
@@ -98,22 +101,6 @@ def add_pragmas(store: Store, pragmas: list[str]) -> None:
         cur.close()
 
     store.db.read_engine.dispose()
-
-
-def timed(fn: Callable[[], Any], warmup: int, runs: int) -> tuple[list[float], list[float]]:
-    """Wall and CPU milliseconds of ``runs`` calls after ``warmup`` untimed ones.
-
-    CPU is the whole process's (every thread: the app's worker threads and side
-    reads too), what a request costs when it need not wait for a core."""
-    for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
-    for _ in range(runs):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append((time.perf_counter() - t0) * 1000)
-        cpu.append((time.process_time() - c0) * 1000)
-    return wall, cpu
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ import argparse
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,6 +53,7 @@ from typing import Any
 
 from sqlalchemy import event, func, select, text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.db.engine import Database, open_database
 from app.db.migrate import upgrade
 from app.db.models import executions
@@ -59,6 +61,7 @@ from app.ids import new_id
 from app.store import Store
 from app.store.inputs import IngestBatch
 from app.store.params import parse_list_params
+from bench._timing import timed
 
 BATCH = 1000
 DAY_MS = 86_400_000
@@ -213,19 +216,6 @@ def nearest_rank(values: list[float], p: float) -> float:
     """The smallest value with at least ``p`` % of the values at or below it."""
     ordered = sorted(values)
     return ordered[max(1, math.ceil(len(ordered) * p / 100)) - 1]
-
-
-def timed(fn: Callable[[], Any], warmup: int, runs: int) -> tuple[list[float], list[float]]:
-    """Wall and CPU milliseconds of ``runs`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
-    for _ in range(runs):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall.append((time.perf_counter() - t0) * 1000)
-        cpu.append((time.process_time() - c0) * 1000)
-    return wall, cpu
 
 
 # (label, kind, parameters, p95 target in ms or None when only reported)

@@ -30,7 +30,6 @@ from app.api.errors import error_response
 from app.auth.principal import principal_of
 from app.otlp import decode
 from app.otlp.mapping import Mapped, map_request
-from app.otlp.writer import TraceWriter
 from app.store.errors import STORAGE_EXCEPTIONS, storage_failure
 
 _CODE_INVALID_ARGUMENT = 3
@@ -47,15 +46,6 @@ def _encoded(message: Message, content_type: str, status: int) -> Response:
 
 def _status(content_type: str, http_status: int, code: int, message: str) -> Response:
     return _encoded(Status(code=code, message=message), content_type, http_status)
-
-
-def _writer(request: Request) -> TraceWriter:
-    """The app's OTLP writer (made on first use: it groups this app's requests)."""
-    state = request.app.state
-    writer: TraceWriter | None = getattr(state, "otlp_writer", None)
-    if writer is None:
-        writer = state.otlp_writer = TraceWriter(state.store)
-    return writer
 
 
 def _decode_and_map(body: bytes, content_type: str) -> Mapped:
@@ -87,7 +77,7 @@ async def export_traces(request: Request) -> Response:
     foreign = 0
     if mapped.traces:
         try:
-            foreign = await _writer(request).write(mapped.traces,
+            foreign = await request.app.state.otlp_writer.write(mapped.traces,
                                                    principal_of(request).write_scope)
         except STORAGE_EXCEPTIONS as exc:
             if (failure := storage_failure(exc)) is None:
