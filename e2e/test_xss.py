@@ -200,6 +200,9 @@ def test_filter_command_echoes_payloads_as_text(hostile: Hostile) -> None:
         quoted = '"' + p.replace('"', '\\"') + '"'
         # A bad value: the inline error echoes the token, as text.
         command = f"status:{quoted}"
+        # The previous answer's swaps (the command box among them) must be
+        # done before typing, or one can land after the fill and undo it.
+        hostile.settle()
         page.fill("#cmd", command)
         page.press("#cmd", "Enter")
         hostile.wait_text("#cmd-help .cmd-error-at", command, then="unknown status")
