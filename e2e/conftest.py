@@ -173,6 +173,19 @@ class Watch:
     errors: list[str] = field(default_factory=list)
 
 
+def settle(page: Page) -> None:
+    """Until htmx has no request in flight and every swap has settled.
+
+    The page's own load state cannot tell: htmx moves between views with
+    ``pushState``, so "networkidle" stays reached from the first load on. And a
+    swap's new elements get their htmx listeners only when it settles, a few
+    milliseconds after the rows show: typing into the command box before that
+    is typing into a box nothing listens to yet.
+    """
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
+
+
 def _open(browser: Browser, server: Server, width: int = 1280,
           scheme: str = "light") -> tuple[Page, Watch]:
     context = browser.new_context(viewport={"width": width, "height": 800},

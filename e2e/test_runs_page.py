@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from playwright.sync_api import Browser, Page, expect
 
-from e2e.conftest import SCREENSHOTS, XSS_ATTR, XSS_SCRIPT, Server, Watch
+from e2e.conftest import SCREENSHOTS, XSS_ATTR, XSS_SCRIPT, Server, Watch, settle
 
 ALL = "/?from="
 
@@ -23,10 +23,6 @@ def row_ids(page: Page) -> list[str]:
 
 def total(page: Page) -> str:
     return page.inner_text("#total")
-
-
-def settle(page: Page) -> None:
-    page.wait_for_load_state("networkidle")
 
 
 def test_rail_filter_updates_url_and_survives_reload(page: Page) -> None:

@@ -29,7 +29,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Request, expect
 
-from e2e.conftest import Server, Watch, _open, serving
+from e2e.conftest import Server, Watch, _open, serving, settle
 from e2e.xss_corpus import INJECTED, PAYLOADS, at, cut
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,7 +143,7 @@ class Hostile:
             arg=[selector, text, then])
 
     def settle(self) -> None:
-        self.page.wait_for_load_state("networkidle")
+        settle(self.page)
 
 
 @pytest.fixture
