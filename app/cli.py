@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from app.exec_policy import is_loopback
+from app.process import freeze_startup_objects, tune_gc
 from app.settings import Settings
 
 log = logging.getLogger("runyard")
@@ -73,6 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    tune_gc()
     upgrade(settings.database_url)
     if settings.demo:
         store = _open_store(settings)
@@ -88,7 +90,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("running commands is ON (--allow-exec): anyone who can reach this address "
               "can run commands as this user")
     print(f"Runyard on http://{settings.host}:{settings.port}  ({settings.database_url})")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+    app = create_app(settings)
+    freeze_startup_objects()
+    uvicorn.run(app, host=settings.host, port=settings.port,
                 log_level="warning", timeout_graceful_shutdown=5)
     return 0
 
@@ -184,6 +188,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args, worker_concurrency=args.concurrency)
     upgrade(settings.database_url)
+    tune_gc()
     return worker_main(settings)
 
 

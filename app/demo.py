@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from app.store import Store
-from app.store.inputs import IngestBatch
+from app.store.inputs import parse_ingest
 from app.times import now_ms
 
 TRIGGERS = ("cli", "http", "mcp", "schedule")
@@ -119,7 +119,7 @@ def seed(store: Store, executions: int = 3000, days: int = 7, seed_value: int = 
                        progress_stage="fetching")
         batch.append(run)
         if len(batch) == 500 or index == executions - 1:
-            written += store.ingest(IngestBatch.model_validate({"executions": batch}))[
+            written += store.ingest(parse_ingest({"executions": batch}))[
                 "executions"]
             batch = []
     return written

@@ -44,7 +44,7 @@ from app.factory import create_app
 from app.settings import Settings
 from app.store import Store
 from app.store.errors import NotFound
-from app.store.inputs import EventsAppend, IngestBatch
+from app.store.inputs import EventsAppend, parse_ingest
 from app.times import format_ms, now_ms
 from bench._timing import timed
 
@@ -85,7 +85,7 @@ def ensure_drawer_run(store: Store) -> None:
            "created_at": format_ms(start), "started_at": format_ms(start),
            "completed_at": format_ms(start + 3_000_000), "tool_calls": calls,
            "events": events[:999]}
-    store.ingest(IngestBatch.model_validate({"executions": [run]}))
+    store.ingest(parse_ingest({"executions": [run]}))
     for i in range(999, len(events), 1000):
         store.append_events(DRAWER_RUN, EventsAppend.model_validate(
             {"events": events[i:i + 1000]}))

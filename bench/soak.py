@@ -207,7 +207,8 @@ def run_load(args: argparse.Namespace, port: int, pid: int, read_h: dict[str, st
         if args.profile and spy is None and now >= window[1] + 10:
             spy = profile(pid, Path(args.profile).resolve(), args.profile_seconds)
         if len(samples) % 60 == 0:
-            print(f"  {now - window[1]:6.0f} s: server RSS {mem['VmRSS'] / 1024:.0f} MB, "
+            print(f"  {now - window[1]:6.0f} s: server RSS {mem['VmRSS'] / 1024:.0f} MB "
+                  f"(heap {mem['RssAnon'] / 1024:.0f}, file {mem['RssFile'] / 1024:.0f}), "
                   f"load {samples[-1]['load']:.2f}", flush=True)
         time.sleep(1)
     samples.append({"t": time.monotonic() - window[1], "cpu": cpu_s(pid),

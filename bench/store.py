@@ -3,7 +3,7 @@
 What it measures
     1. Bulk load: ``--executions`` runs (default 1,000,000; about 5 tool calls,
        2.5 log events and 0.05 interactions each) written through the real bulk
-       path, ``IngestBatch.model_validate(payload)`` then ``Store.ingest(batch)``,
+       path, ``parse_ingest(payload)`` then ``Store.ingest(batch)``,
        1,000 executions per batch as ``POST /api/ingest`` allows. Rows/s counts
        every row written (executions + tool calls + interactions + events, the
        ``execution.created`` event the store adds included) over the wall time
@@ -58,8 +58,9 @@ from app.db.engine import Database, open_database
 from app.db.migrate import upgrade
 from app.db.models import executions
 from app.ids import new_id
+from app.process import tune_gc
 from app.store import Store
-from app.store.inputs import IngestBatch
+from app.store.inputs import parse_ingest
 from app.store.params import parse_list_params
 from bench._timing import timed
 
@@ -193,7 +194,7 @@ def load(store: Store, total: int) -> dict[str, float]:
         t0 = time.perf_counter()
         body = next(stream)
         t1, c1 = time.perf_counter(), time.process_time()
-        batch = IngestBatch.model_validate(body)
+        batch = parse_ingest(body)
         t2, c2 = time.perf_counter(), time.process_time()
         counts = store.ingest(batch)
         t3, c3 = time.perf_counter(), time.process_time()
@@ -320,6 +321,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="print each statement's time (best of 3), then exit")
     args = parser.parse_args()
+    tune_gc()  # as `runyard serve` runs
 
     path = Path(args.database)
     url = f"sqlite:///{path}"

@@ -15,7 +15,7 @@ from app.db.engine import open_database
 from app.store import Store
 from app.store.cursor import SORTS, Cursor
 from app.store.errors import BadParameter
-from app.store.inputs import IngestBatch
+from app.store.inputs import parse_ingest
 from app.store.params import parse_list_params
 
 KEY = b"k" * 32
@@ -86,7 +86,7 @@ def two_scopes(database_url: str) -> Iterator[Store]:
     db = open_database(database_url)
     store = Store(db)
     for scope in ("alpha", "beta"):
-        store.ingest(IngestBatch.model_validate({"executions": [
+        store.ingest(parse_ingest({"executions": [
             {"id": f"{scope}-{i}", "created_at": 1_700_000_000_000 + i * 1000,
              "status": "completed", "started_at": 1_700_000_000_000,
              "completed_at": 1_700_000_000_000 + i * 10} for i in range(5)]}), scope_id=scope)

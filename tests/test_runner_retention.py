@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from app.db.models import events, executions, interactions, jobs, tool_calls
 from app.runner.retention import DAY_MS, prune_once
 from app.store import Store
-from app.store.inputs import IngestBatch
+from app.store.inputs import parse_ingest
 from app.times import now_ms
 from tests.jobs_support import submit
 
@@ -33,7 +33,7 @@ def _run(run_id: str, status: str, age_days: float, n_events: int = 0) -> dict[s
 
 
 def test_old_finished_runs_are_pruned_with_their_parts_and_nothing_else(store: Store) -> None:
-    store.ingest(IngestBatch.model_validate({"executions": [
+    store.ingest(parse_ingest({"executions": [
         _run("old-done", "completed", 40, n_events=2500),
         _run("old-failed", "failed", 31),
         _run("old-running", "running", 40),      # not finished: kept
@@ -58,7 +58,7 @@ def test_old_finished_runs_are_pruned_with_their_parts_and_nothing_else(store: S
 
 
 def test_prune_once_uses_the_retention_days(store: Store) -> None:
-    store.ingest(IngestBatch.model_validate({"executions": [
+    store.ingest(parse_ingest({"executions": [
         _run("a", "completed", 3), _run("b", "timed_out", 1)]}))
     assert asyncio.run(prune_once(store, 2.0, pause_s=0)) == 1
     assert asyncio.run(prune_once(store, 2.0, pause_s=0)) == 0

@@ -22,7 +22,7 @@ from app.db.engine import open_database
 from app.factory import create_app
 from app.settings import Settings
 from app.store import Store
-from app.store.inputs import ExecutionCreate, ExecutionPatch, IngestBatch, JobSubmit
+from app.store.inputs import ExecutionCreate, ExecutionPatch, JobSubmit, parse_ingest
 from app.store.jobs import Limits
 from app.times import now_ms
 from tests.api_support import error_of
@@ -88,8 +88,8 @@ def seed(database_url: str) -> tuple[dict[str, dict[str, str]], str, str]:
     try:
         store = Store(db)
         base = now_ms() - 30 * MINUTE
-        store.ingest(IngestBatch.model_validate({"executions": _alpha(base)}), scope_id="alpha")
-        store.ingest(IngestBatch.model_validate({"executions": _beta(base)}), scope_id="beta")
+        store.ingest(parse_ingest({"executions": _alpha(base)}), scope_id="alpha")
+        store.ingest(parse_ingest({"executions": _beta(base)}), scope_id="beta")
         jobs = {}
         for scope in ("alpha", "beta"):
             name = f"{SECRET}-job" if scope == "beta" else "alpha-job"

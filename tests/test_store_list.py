@@ -47,7 +47,7 @@ from app.db.migrate import upgrade
 from app.store import Store
 from app.store.cursor import Cursor
 from app.store.errors import BadParameter
-from app.store.inputs import IngestBatch
+from app.store.inputs import parse_ingest
 from app.store.params import parse_list_params
 from app.times import now_ms
 
@@ -97,7 +97,7 @@ def loaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         try:
             store = Store(db)
             for scope, batch in truth.batches:
-                store.ingest(IngestBatch.model_validate(batch), scope_id=scope)
+                store.ingest(parse_ingest(batch), scope_id=scope)
             yield store
         finally:
             db.dispose()
@@ -579,7 +579,7 @@ def test_timeline_beyond_the_largest_step(loaded: Store) -> None:
 # -- small explicit data sets ------------------------------------------------
 
 def _ingest(store: Store, runs: list[dict[str, Any]]) -> None:
-    store.ingest(IngestBatch.model_validate({"executions": runs}))
+    store.ingest(parse_ingest({"executions": runs}))
 
 
 def test_duration_percentiles_nearest_rank(store: Store) -> None:

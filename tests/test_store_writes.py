@@ -16,11 +16,11 @@ from app.store.inputs import (
     EventsAppend,
     ExecutionCreate,
     ExecutionPatch,
-    IngestBatch,
     InteractionAsk,
     InteractionResolve,
     ToolCallFinish,
     ToolCallStart,
+    parse_ingest,
 )
 from app.store.params import parse_list_params
 from app.times import format_ms, now_ms
@@ -466,8 +466,8 @@ def test_appended_events_count_levels_and_page_by_seq(store: Store) -> None:
 
 # -- bulk ingest -----------------------------------------------------------------
 
-def _batch() -> IngestBatch:
-    return IngestBatch.model_validate({"executions": [
+def _batch() -> dict[str, Any]:
+    return parse_ingest({"executions": [
         {"id": "h1", "name": "import", "status": "completed", "trigger_kind": "otel",
          "created_at": T0, "started_at": T0 + 5, "completed_at": T0 + 1_005,
          "labels": {"env": "prod"},
@@ -537,7 +537,7 @@ def test_ingest_skips_runs_that_exist_and_refuses_taken_part_ids(store: Store) -
         store.get_execution("h1")
     assert store.last_event_id() == before
     assert store.get_execution("h2")[0]["name"] == "live"
-    assert store.ingest(IngestBatch.model_validate({"executions": []}))["executions"] == 0
+    assert store.ingest(parse_ingest({"executions": []}))["executions"] == 0
 
 
 # -- scopes ----------------------------------------------------------------------
@@ -546,7 +546,7 @@ def test_scopes_separate_lists_and_ids(store: Store) -> None:
     store.create_execution(ExecutionCreate(id="a1", name="n", created_at=T0), scope_id="a")
     store.create_execution(ExecutionCreate(id="b1", name="n", created_at=T0 + 1),
                            scope_id="b")
-    store.ingest(IngestBatch.model_validate({"executions": [
+    store.ingest(parse_ingest({"executions": [
         {"id": "b2", "created_at": T0 + 2, "status": "failed"}]}), scope_id="b")
 
     def listed(scope: str | None) -> tuple[list[str], int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -13,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.errors import ApiError, error_response, validation_error
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 # Deeper than any real record needs, and far below the recursion limits of the
@@ -104,9 +106,15 @@ def parse_json(raw: bytes) -> Any:
 
 async def read_model(request: Request, model: type[M]) -> M:
     """The request body validated as ``model`` (400 not JSON, 422 wrong shape)."""
+    return await read_checked(request, model.model_validate)
+
+
+async def read_checked(request: Request, check: Callable[[object], T]) -> T:
+    """The request body passed through ``check``, a pydantic validation
+    (400 not JSON, 422 wrong shape)."""
     value = parse_json(await request.body())
     try:
-        return model.model_validate(value)
+        return check(value)
     except ValidationError as exc:
         raise validation_error(exc) from None
     except RecursionError:
@@ -128,9 +136,6 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = error_response(
-            "body_too_large", f"the request body is over {self.max_bytes} bytes",
-            {"max_bytes": self.max_bytes})
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -138,6 +143,10 @@ class BodyLimitMiddleware:
                 except ValueError:
                     length = 0
                 if length > self.max_bytes:
+                    # Built only when needed: ~6 µs, on every request otherwise.
+                    too_large = error_response(
+                        "body_too_large", f"the request body is over {self.max_bytes} bytes",
+                        {"max_bytes": self.max_bytes})
                     await too_large(scope, receive, send)
                     return
         seen = 0

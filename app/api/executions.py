@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.api.body import read_model
+from app.api.body import read_checked, read_model
 from app.api.errors import ApiError
 from app.auth.principal import principal_of
 from app.exec_policy import exec_refusal
@@ -27,11 +27,11 @@ from app.store.inputs import (
     EventsAppend,
     ExecutionCreate,
     ExecutionPatch,
-    IngestBatch,
     InteractionAsk,
     InteractionResolve,
     ToolCallFinish,
     ToolCallStart,
+    parse_ingest,
 )
 from app.store.params import parse_list_params
 
@@ -213,7 +213,7 @@ async def append_events(request: Request) -> JSONResponse:
 
 
 async def ingest(request: Request) -> JSONResponse:
-    data = await read_model(request, IngestBatch)
+    data = await read_checked(request, parse_ingest)
     return JSONResponse(await _call(request, _store(request).ingest, data,
                                     principal_of(request).write_scope))
 

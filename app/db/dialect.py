@@ -7,6 +7,8 @@ dialect cannot be half-supported.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import chain
 from typing import Any, assert_never
 
@@ -144,6 +146,27 @@ def insert_many(dialect: Dialect, conn: Connection, table: Table,
             for row in rows])
         return
     assert_never(dialect)
+
+
+@contextmanager
+def references_checked(dialect: Dialect, conn: Connection, checked: bool) -> Iterator[None]:
+    """Around a transaction on ``conn``: with ``checked`` False, SQLite skips its
+    foreign-key checks (a lookup of the parent row for every child row).
+
+    Only for a write whose rows reference nothing but rows it inserts itself
+    (the bulk import). SQLite ignores the pragma inside a transaction, so this
+    must enclose ``begin``. PostgreSQL always checks.
+    """
+    if checked or dialect is not Dialect.SQLITE:
+        yield
+        return
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
 
 
 def groups_by_sorting(dialect: Dialect) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, text
 
 from app.db import models
-from app.db.dialect import lock_feed, notify_feed
+from app.db.dialect import lock_feed, notify_feed, references_checked
 from app.db.engine import Database
 from app.store import (
     changes,
@@ -47,7 +47,6 @@ from app.store.inputs import (
     EventsAppend,
     ExecutionCreate,
     ExecutionPatch,
-    IngestBatch,
     InteractionAsk,
     InteractionResolve,
     JobSubmit,
@@ -72,9 +71,11 @@ class Store:
         self.cursor_key: bytes = secrets.token_bytes(32)
 
     @contextmanager
-    def _write(self) -> Iterator[tuple[Connection, WriteLog]]:
+    def _write(self, *, check_references: bool = True,
+               ) -> Iterator[tuple[Connection, WriteLog]]:
         log = WriteLog()
-        with self.db.write_engine.begin() as conn:
+        with (self.db.write_engine.connect() as conn,
+              references_checked(self.dialect, conn, check_references), conn.begin()):
             lock_feed(self.dialect, conn)
             yield conn, log
             if log.last_event_id:
@@ -200,9 +201,9 @@ class Store:
                       scope_id: str | None = None) -> list[dict[str, int]]:
         """Append recorded events (log, stdout, stderr, artifact) to a run."""
         with self._write() as (conn, log):
-            execs.load(conn, execution_id, scope_id=scope_id)
+            seq = execs.check(conn, execution_id, scope_id)
             return append(conn, log, execution_id, [
-                NewEvent(e.type, e.message, e.level, e.data, e.ts) for e in data.events])
+                NewEvent(e.type, e.message, e.level, e.data, e.ts) for e in data.events], seq)
 
     def events(self, execution_id: str, *, scope_id: str | None = None,
                **page: Any) -> tuple[list[dict[str, Any]], int | None]:
@@ -213,15 +214,19 @@ class Store:
         return [event_out(r) for r in rows], next_after
 
     # -- bulk ----------------------------------------------------------------
-    def ingest(self, batch: IngestBatch, scope_id: str = "default") -> dict[str, int]:
+    def ingest(self, batch: dict[str, Any], scope_id: str = "default") -> dict[str, int]:
         """Bulk import of history in one transaction; counts of new rows.
+
+        ``batch`` is an ingest body as ``inputs.parse_ingest`` returns it.
 
         An execution id already stored in another scope fails the whole batch
         with 409 ``already_exists`` (naming only the id): skipping it, as a
         re-sent id of this scope is skipped, would drop the client's data silently.
         """
-        with self._write() as (conn, log):
-            given = [x.id for x in batch.executions if x.id]
+        # Every row it inserts belongs to an execution it inserts: the
+        # per-row foreign-key lookups can go (SQLite; 6% of a bulk load).
+        with self._write(check_references=False) as (conn, log):
+            given = [x["id"] for x in batch["executions"] if x.get("id")]
             foreign = sorted(execs.foreign_ids(conn, given, scope_id))
             if foreign:
                 raise Conflict(f"an execution with id {foreign[0]!r} already exists",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, bindparam, or_, select
 
 from app.db.dialect import Dialect
 from app.db.models import events, executions, tool_calls
@@ -25,6 +25,16 @@ ROW_CHANGE_TYPES = (
 )
 COUNTED_LEVELS = ("warn", "error")
 
+# The live hub runs these after nearly every commit: built once, since building
+# and cache-keying a statement costs more than SQLite takes to run it.
+_AFTER = select(events).where(events.c.id > bindparam("after_id"))
+_FEED = _AFTER.order_by(events.c.id).limit(bindparam("limit"))
+_FEED_OF_RUN = (_AFTER.where(events.c.execution_id == bindparam("execution_id"))
+                .order_by(events.c.id).limit(bindparam("limit")))
+_ROWS = select(executions).where(executions.c.id.in_(bindparam("ids", expanding=True)))
+_TOOL_PATHS = select(tool_calls.c.execution_id, tool_calls.c.tool_path).where(
+    tool_calls.c.execution_id.in_(bindparam("ids", expanding=True))).distinct()
+
 
 def changes_row(event_type: str, level: str) -> bool:
     """True when an event of this type and level changes the run's list row."""
@@ -34,11 +44,12 @@ def changes_row(event_type: str, level: str) -> bool:
 def events_after(conn: Connection, after_id: int, limit: int,
                  execution_id: str | None = None) -> list[dict[str, Any]]:
     """Events with ``id > after_id`` in id order (of one run, when given)."""
-    c = events.c
-    stmt = select(events).where(c.id > after_id)
-    if execution_id is not None:
-        stmt = stmt.where(c.execution_id == execution_id)
-    return [dict(r) for r in conn.execute(stmt.order_by(c.id).limit(limit)).mappings()]
+    if execution_id is None:
+        result = conn.execute(_FEED, {"after_id": after_id, "limit": limit})
+    else:
+        result = conn.execute(_FEED_OF_RUN, {"after_id": after_id, "limit": limit,
+                                             "execution_id": execution_id})
+    return [r._asdict() for r in result]
 
 
 def rows_by_id(conn: Connection, dialect: Dialect, ids: Iterable[str],
@@ -47,10 +58,8 @@ def rows_by_id(conn: Connection, dialect: Dialect, ids: Iterable[str],
     wanted = list(dict.fromkeys(ids))
     if not wanted:
         return {}
-    stmt = select(executions).where(executions.c.id.in_(wanted))
-    if flt is not None:
-        stmt = stmt.where(*flt.conditions(dialect))
-    return {r["id"]: dict(r) for r in conn.execute(stmt).mappings()}
+    stmt = _ROWS if flt is None else _ROWS.where(*flt.conditions(dialect))
+    return {r.id: r._asdict() for r in conn.execute(stmt, {"ids": wanted})}
 
 
 def tool_paths_by_run(conn: Connection, ids: Iterable[str]) -> dict[str, set[str]]:
@@ -59,9 +68,7 @@ def tool_paths_by_run(conn: Connection, ids: Iterable[str]) -> dict[str, set[str
     out: dict[str, set[str]] = {i: set() for i in wanted}
     if not wanted:
         return out
-    stmt = select(tool_calls.c.execution_id, tool_calls.c.tool_path).where(
-        tool_calls.c.execution_id.in_(wanted)).distinct()
-    for execution_id, path in conn.execute(stmt):
+    for execution_id, path in conn.execute(_TOOL_PATHS, {"ids": wanted}):
         out[execution_id].add(path)
     return out
 

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 
-from app.db.models import executions, interactions
+from app.db.models import events, executions, interactions
 from app.ids import new_id
 from app.store.errors import Conflict, Invalid, execution_not_found
 from app.store.feed import NewEvent, WriteLog, append
@@ -18,6 +27,38 @@ _IDENTITY = ("name", "trigger_kind", "code")
 _PROGRESS = frozenset({"progress_pct", "progress_stage"})
 # Ids per IN list (SQLite caps bound parameters per statement).
 _CHUNK = 500
+
+
+def next_seq_of(table: Table) -> ColumnElement[int]:
+    """The next free ``seq`` of ``table``'s rows (tool calls or events) of the
+    execution row of the enclosing query. Writers are serialized (see
+    ``lock_feed``), so it stays free until the transaction inserts it."""
+    return (select(func.coalesce(func.max(table.c.seq), 0) + 1)
+            .where(table.c.execution_id == executions.c.id)
+            .correlate(executions).scalar_subquery())
+
+
+# The hot statements are built once: building and cache-keying a statement
+# costs more CPU than SQLite takes to run it (bench/write_path.py).
+_LOAD = select(executions).where(executions.c.id == bindparam("execution_id"))
+_LOAD_FOR_UPDATE = _LOAD.with_for_update()
+# What a write to a run's parts needs of the run: its scope and next event seq.
+_SCOPE_AND_SEQ = select(executions.c.scope_id, next_seq_of(events).label("next_event_seq")).where(
+    executions.c.id == bindparam("execution_id"))
+# A PATCH's read: the row, its next event seq and whether a question is open.
+_PATCH_LOAD = select(
+    executions, next_seq_of(events).label("next_event_seq"),
+    select(interactions.c.id).where(
+        interactions.c.execution_id == executions.c.id, interactions.c.status == "pending",
+    ).correlate(executions).exists().label("has_pending"),
+).where(executions.c.id == bindparam("execution_id"))
+_PATCH_LOAD_FOR_UPDATE = _PATCH_LOAD.with_for_update(of=executions)
+_INSERT = insert(executions)
+_FOREIGN = select(executions.c.id).where(executions.c.id.in_(bindparam("ids", expanding=True)),
+                                         executions.c.scope_id != bindparam("scope_id"))
+# The SET columns come from the parameters.
+_UPDATE = update(executions).where(executions.c.id == bindparam("run_id"))
+_COLUMNS = tuple(executions.c.keys())
 
 
 def duration(started_at: int | None, completed_at: int | None) -> int | None:
@@ -34,13 +75,20 @@ def load(conn: Connection, execution_id: str, *, for_update: bool = False,
     With ``scope_id``, a row of another scope is answered exactly like a missing
     one (same error, same message), so a reader cannot learn that it exists.
     """
-    stmt = select(executions).where(executions.c.id == execution_id)
-    if for_update and conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    row = conn.execute(stmt).mappings().first()
+    stmt = _LOAD_FOR_UPDATE if for_update and conn.dialect.name == "postgresql" else _LOAD
+    row = conn.execute(stmt, {"execution_id": execution_id}).mappings().first()
     if row is None or (scope_id is not None and row["scope_id"] != scope_id):
         raise execution_not_found(execution_id)
     return row
+
+
+def check(conn: Connection, execution_id: str, scope_id: str | None = None) -> int:
+    """Raise ``execution_not_found`` as :func:`load` would; else the run's next
+    event ``seq`` (for ``feed.append``). Reads no more of the row than that."""
+    row = conn.execute(_SCOPE_AND_SEQ, {"execution_id": execution_id}).first()
+    if row is None or (scope_id is not None and row.scope_id != scope_id):
+        raise execution_not_found(execution_id)
+    return int(row.next_event_seq)
 
 
 def foreign_ids(conn: Connection, ids: list[str], scope_id: str) -> set[str]:
@@ -48,9 +96,8 @@ def foreign_ids(conn: Connection, ids: list[str], scope_id: str) -> set[str]:
     found: set[str] = set()
     wanted = list(dict.fromkeys(ids))
     for i in range(0, len(wanted), _CHUNK):
-        found.update(conn.execute(select(executions.c.id).where(
-            executions.c.id.in_(wanted[i:i + _CHUNK]),
-            executions.c.scope_id != scope_id)).scalars())
+        found.update(conn.execute(_FOREIGN, {"ids": wanted[i:i + _CHUNK],
+                                             "scope_id": scope_id}).scalars())
     return found
 
 
@@ -72,9 +119,7 @@ def create(conn: Connection, log: WriteLog, data: ExecutionCreate,
            scope_id: str = "default") -> tuple[dict[str, Any], bool]:
     """Insert an execution; returns ``(row, created)``. Same id again: a retry or 409."""
     if data.id is not None:
-        existing = conn.execute(
-            select(executions).where(executions.c.id == data.id)
-        ).mappings().first()
+        existing = conn.execute(_LOAD, {"execution_id": data.id}).mappings().first()
         if existing is not None:
             # Ids are global: another scope's run is never "this" run retried (and
             # answering with it would show one scope's data to another).
@@ -117,20 +162,26 @@ def create(conn: Connection, log: WriteLog, data: ExecutionCreate,
         "updated_at": now,
         "rerun_of": data.rerun_of,
     }
-    conn.execute(insert(executions), row)
+    conn.execute(_INSERT, row)
+    # A new run has no events yet (they reference it): the first seq is 1.
     append(conn, log, row["id"], [NewEvent(
-        "execution.created", data.name, data={"status": data.status}, ts=created)])
+        "execution.created", data.name, data={"status": data.status}, ts=created)], seq=1)
     return row, True
 
 
 def patch(conn: Connection, log: WriteLog, execution_id: str,
           data: ExecutionPatch, *, scope_id: str | None = None) -> dict[str, Any]:
     """Apply a PATCH; a terminal execution never changes status (409)."""
-    current = load(conn, execution_id, for_update=True, scope_id=scope_id)
+    stmt = _PATCH_LOAD_FOR_UPDATE if conn.dialect.name == "postgresql" else _PATCH_LOAD
+    found = conn.execute(stmt, {"execution_id": execution_id}).mappings().first()
+    if found is None or (scope_id is not None and found["scope_id"] != scope_id):
+        raise execution_not_found(execution_id)
+    current = {k: found[k] for k in _COLUMNS}
     given = data.model_fields_set
     changes: dict[str, Any] = {}
     now = now_ms()
     new_events: list[NewEvent] = []
+    seq: int | None = found["next_event_seq"]
 
     if "status" in given and data.status is not None and data.status != current["status"]:
         if current["status"] in TERMINAL:
@@ -145,7 +196,9 @@ def patch(conn: Connection, log: WriteLog, execution_id: str,
         if data.status in TERMINAL:
             changes["completed_at"] = (
                 data.completed_at if data.completed_at is not None else now)
-            cancel_pending_interactions(conn, log, execution_id, now)
+            if found["has_pending"]:
+                cancel_pending_interactions(conn, log, execution_id, now)
+                seq = None   # the cancellations took the seqs read with the row
         new_events.append(NewEvent(
             "execution.status", f"{current['status']} → {data.status}",
             data={"from": current["status"], "to": data.status}))
@@ -170,7 +223,7 @@ def patch(conn: Connection, log: WriteLog, execution_id: str,
             changes["labels"] = merged_or_none
 
     if not changes:
-        return dict(current)
+        return current
     started = changes.get("started_at", current["started_at"])
     completed = changes.get("completed_at", current["completed_at"])
     if started is not None and completed is not None and completed < started:
@@ -188,9 +241,9 @@ def patch(conn: Connection, log: WriteLog, execution_id: str,
     if other:
         new_events.append(NewEvent("execution.updated", ", ".join(other),
                                    data={"fields": other}))
-    conn.execute(update(executions).where(executions.c.id == execution_id).values(changes))
-    append(conn, log, execution_id, new_events)
-    return {**dict(current), **changes}
+    conn.execute(_UPDATE, {"run_id": execution_id, **changes})
+    append(conn, log, execution_id, new_events, seq=seq)
+    return {**current, **changes}
 
 
 def set_status(conn: Connection, log: WriteLog, execution_id: str, status: str) -> None:

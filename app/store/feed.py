@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from app.db.dialect import Dialect, insert_rows
 from app.db.models import events, executions
@@ -37,23 +37,39 @@ class WriteLog:
     execution_ids: set[str] = field(default_factory=set)
 
 
+# Built once (building a statement costs more than running it, on SQLite).
+_MAX_SEQ = select(func.max(events.c.seq)).where(events.c.execution_id == bindparam("of"))
+# Without sort_by_parameter_order: SQLite cannot promise that RETURNING gives
+# the rows of a multi-row INSERT in order, so SQLAlchemy would insert them one
+# statement per row; they are put in order by seq below instead.
+_INSERT = insert(events).returning(events.c.id, events.c.seq)
+_COUNT = (update(executions).where(executions.c.id == bindparam("of"))
+          .values(error_count=executions.c.error_count + bindparam("errors"),
+                  warn_count=executions.c.warn_count + bindparam("warns")))
+
+
+def _by_seq(row: dict[str, int]) -> int:
+    return row["seq"]
+
+
 def next_seq(conn: Connection, execution_id: str) -> int:
     """The next free ``seq`` of an execution (writers are serialized, see ``lock_feed``)."""
-    current = conn.execute(
-        select(func.max(events.c.seq)).where(events.c.execution_id == execution_id)
-    ).scalar()
+    current = conn.execute(_MAX_SEQ, {"of": execution_id}).scalar()
     return (current or 0) + 1
 
 
 def append(conn: Connection, log: WriteLog, execution_id: str,
-           new: Sequence[NewEvent]) -> list[dict[str, int]]:
+           new: Sequence[NewEvent], seq: int | None = None) -> list[dict[str, int]]:
     """Insert events for one execution in order; returns their ``id`` and ``seq``.
 
-    Keeps the execution's ``error_count`` / ``warn_count`` in step.
+    ``seq`` is the execution's next free one when the caller read it already
+    (``executions.check``), in this transaction. Keeps the execution's
+    ``error_count`` / ``warn_count`` in step.
     """
     if not new:
         return []
-    seq = next_seq(conn, execution_id)
+    if seq is None:
+        seq = next_seq(conn, execution_id)
     now = now_ms()
     rows = [
         {
@@ -62,22 +78,13 @@ def append(conn: Connection, log: WriteLog, execution_id: str,
         }
         for i, e in enumerate(new)
     ]
-    result = conn.execute(
-        insert(events).returning(events.c.id, events.c.seq, sort_by_parameter_order=True), rows
-    )
-    written = [{"id": r.id, "seq": r.seq} for r in result]
+    result = conn.execute(_INSERT, rows[0] if len(rows) == 1 else rows)
+    written = sorted(({"id": r.id, "seq": r.seq} for r in result), key=_by_seq)
     errors = sum(1 for e in new if e.level == "error")
     warns = sum(1 for e in new if e.level == "warn")
     if errors or warns:
-        conn.execute(
-            update(executions)
-            .where(executions.c.id == execution_id)
-            .values(
-                error_count=executions.c.error_count + errors,
-                warn_count=executions.c.warn_count + warns,
-                updated_at=now,
-            )
-        )
+        conn.execute(_COUNT, {"of": execution_id, "errors": errors, "warns": warns,
+                              "updated_at": now})
     log.last_event_id = max(log.last_event_id, written[-1]["id"])
     log.execution_ids.add(execution_id)
     return written

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, select, tuple_
+from sqlalchemy import ColumnElement, Connection, Integer, Select, bindparam, select, tuple_
 
 from app.db.dialect import Dialect
 from app.db.models import executions
+from app.store import meta
 from app.store.cursor import Cursor
 from app.store.filters import ExecutionFilter
 
 e = executions.c
+_N = bindparam("n", type_=Integer)   # rows to read: the page size, plus one
 
 
 def _after(column: ColumnElement[Any], desc: bool, value: Any, id_: str) -> ColumnElement[bool]:
@@ -40,34 +42,53 @@ def list_page(
     """One page of execution rows and the cursor of the next page (or None)."""
     key, direction = sort.split(":")
     desc = direction == "desc"
-    conds = flt.conditions(dialect)
-    base = select(executions).where(*conds)
+    # The statements are kept (meta.bound) with the cursor and the page size
+    # as bind parameters too: every list page and scroll builds the same few.
+    page = {"n": limit + 1, "after_value": None, "after_id": None}
+    if cursor is not None:
+        page.update(after_value=cursor.value, after_id=cursor.id)
+    after = cursor is not None
     rows: list[Any]
     if key == "created_at":
-        stmt = base
-        if cursor is not None:
-            stmt = stmt.where(_after(e.created_at, desc, cursor.value, cursor.id))
-        rows = list(conn.execute(_ordered(stmt, e.created_at, desc).limit(limit + 1)).mappings())
+        stmt, params = meta.bound(f"list {sort} {after}", dialect, flt, lambda conds: _ordered(
+            _base(conds, e.created_at, desc, after), e.created_at, desc).limit(_N))
+        rows = list(conn.execute(stmt, {**params, **page}).mappings())
     else:
         rows = []
         if cursor is None or cursor.value is not None:
-            stmt = base.where(e.duration_ms.is_not(None))
-            if cursor is not None:
-                stmt = stmt.where(_after(e.duration_ms, desc, cursor.value, cursor.id))
-            rows = list(conn.execute(
-                _ordered(stmt, e.duration_ms, desc).limit(limit + 1)).mappings())
+            stmt, params = meta.bound(
+                f"list {sort} {after} timed", dialect, flt, lambda conds: _ordered(_base(
+                    [*conds, e.duration_ms.is_not(None)], e.duration_ms, desc, after),
+                    e.duration_ms, desc).limit(_N))
+            rows = list(conn.execute(stmt, {**params, **page}).mappings())
         if len(rows) <= limit:
-            stmt = base.where(e.duration_ms.is_(None))
-            if cursor is not None and cursor.value is None:
-                stmt = stmt.where(e.id < cursor.id if desc else e.id > cursor.id)
-            more = conn.execute(
-                _ordered(stmt, e.id, desc).limit(limit + 1 - len(rows))).mappings()
+            # After a cursor on a timed row, every untimed row is next.
+            untimed_after = cursor is not None and cursor.value is None
+            stmt, params = meta.bound(
+                f"list {sort} {untimed_after} untimed", dialect, flt, lambda conds: _ordered(
+                    _untimed(conds, desc, untimed_after), e.id, desc).limit(_N))
+            more = conn.execute(stmt, {**params, **page, "n": limit + 1 - len(rows)}).mappings()
             rows.extend(more)
-    page = [dict(r) for r in rows[:limit]]
+    page_rows = [dict(r) for r in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
-        last = page[-1]
+        last = page_rows[-1]
         next_cursor = Cursor(sort, last[key], last["id"])
-    return page, next_cursor
+    return page_rows, next_cursor
 
 
+def _base(conds: list[ColumnElement[bool]], column: ColumnElement[Any], desc: bool,
+          after: bool) -> Select[Any]:
+    stmt = select(executions).where(*conds)
+    if after:
+        stmt = stmt.where(_after(column, desc, bindparam("after_value", type_=column.type),
+                                 bindparam("after_id", type_=e.id.type)))
+    return stmt
+
+
+def _untimed(conds: list[ColumnElement[bool]], desc: bool, after: bool) -> Select[Any]:
+    stmt = select(executions).where(*conds, e.duration_ms.is_(None))
+    if after:
+        after_id = bindparam("after_id", type_=e.id.type)
+        stmt = stmt.where(e.id < after_id if desc else e.id > after_id)
+    return stmt

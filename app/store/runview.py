@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import ColumnElement, Connection, func, select, text
 
 from app.db.dialect import Dialect
 from app.db.models import events, executions, interactions, tool_calls
@@ -143,8 +143,8 @@ def tool_counts(conn: Connection, dialect: Dialect, flt: ExecutionFilter,
 
 def count_runs(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> int:
     """How many runs match (the list's "of M" without the rest of ``meta``)."""
-    return conn.execute(select(func.count()).select_from(executions).where(
-        *flt.conditions(dialect))).scalar_one()
+    stmt, params = meta.bound("count", dialect, flt, meta.count_statement)
+    return int(conn.execute(stmt, params).scalar_one())
 
 
 def tool_call(conn: Connection, execution_id: str, tool_call_id: str, *,
@@ -168,13 +168,26 @@ def page_meta(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> dict[
     the page only needs "slower than most" to highlight a duration, so it takes
     the p90 of the newest ``SLOW_SAMPLE`` matching runs (an index walk).
     """
-    e = executions.c
     tool = meta.start_tool_facet(conn, dialect, flt)
     total = count_runs(conn, dialect, flt)
-    recent = sorted(d for (d,) in conn.execute(
-        select(e.duration_ms).where(*flt.conditions(dialect), e.duration_ms.is_not(None))
-        .order_by(e.created_at.desc()).limit(SLOW_SAMPLE)))
-    slow = recent[max(0, -(-9 * len(recent) // 10) - 1)] if len(recent) >= 20 else None
     timeline = meta.timeline(conn, dialect, flt, total)
     return {"total": total, "facets": meta.facets(conn, dialect, flt, tool),
-            "timeline": timeline, "slow_ms": slow}
+            "timeline": timeline, "slow_ms": _slow_threshold(conn, dialect, flt)}
+
+
+def _slow_threshold(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> int | None:
+    """Nearest-rank p90 of the newest ``SLOW_SAMPLE`` matching durations (None
+    under 20 of them), ranked in SQL: the sample's rows never reach Python."""
+    stmt, params = meta.bound("slow", dialect, flt, _slow_statement)
+    slow: int | None = conn.execute(stmt, params).scalar()
+    return slow
+
+
+def _slow_statement(conds: list[ColumnElement[bool]]) -> Any:
+    e = executions.c
+    sample = (select(e.duration_ms.label("d")).where(*conds, e.duration_ms.is_not(None))
+              .order_by(e.created_at.desc()).limit(SLOW_SAMPLE).subquery())
+    ranked = select(sample.c.d, func.row_number().over(order_by=sample.c.d).label("pos"),
+                    func.count().over().label("n")).subquery()
+    # Position ceil(9n/10), in integers.
+    return select(ranked.c.d).where(ranked.c.n >= 20, ranked.c.pos == (9 * ranked.c.n + 9) // 10)

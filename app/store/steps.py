@@ -4,15 +4,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
 
-from app.db.models import executions, tool_calls
+from app.db.models import events, executions, tool_calls
 from app.ids import new_id
-from app.store.errors import Conflict, Invalid, NotFound
-from app.store.executions import duration, load
+from app.store.errors import Conflict, Invalid, NotFound, execution_not_found
+from app.store.executions import duration, next_seq_of
 from app.store.feed import NewEvent, WriteLog, append
 from app.store.inputs import ToolCallFinish, ToolCallStart
 from app.times import now_ms
+
+# Built once; each write reads what it needs of the run and the call in one
+# query (the scope, the next seqs, the call with that id) instead of three or four.
+_call = tool_calls.alias("found_call")
+_COLUMNS = tuple(tool_calls.c.keys())
+_START_READ = (
+    select(executions.c.scope_id, next_seq_of(events).label("next_event_seq"),
+           next_seq_of(tool_calls).label("next_call_seq"), *_call.c)
+    # Tool call ids are global: the same id in another run is found too (a 409).
+    .select_from(executions.outerjoin(_call, _call.c.id == bindparam("tool_call_id")))
+    .where(executions.c.id == bindparam("execution_id")))
+_FINISH_READ = (
+    select(executions.c.scope_id, next_seq_of(events).label("next_event_seq"), *_call.c)
+    .select_from(executions.outerjoin(_call, and_(
+        _call.c.id == bindparam("tool_call_id"), _call.c.execution_id == executions.c.id)))
+    .where(executions.c.id == bindparam("execution_id")))
+_PARENT = select(tool_calls.c.id).where(tool_calls.c.id == bindparam("parent_id"),
+                                        tool_calls.c.execution_id == bindparam("execution_id"))
+_INSERT = insert(tool_calls)
+# The SET columns come from the parameters.
+_UPDATE = update(tool_calls).where(tool_calls.c.id == bindparam("call_id"))
+_COUNT_CALL = (update(executions).where(executions.c.id == bindparam("run_id"))
+               .values(tool_call_count=executions.c.tool_call_count + 1))
+_TOUCH = update(executions).where(executions.c.id == bindparam("run_id"))
 
 
 def namespace_of(tool_path: str) -> str:
@@ -20,16 +44,15 @@ def namespace_of(tool_path: str) -> str:
     return tool_path.split(".", 1)[0]
 
 
-def _load(conn: Connection, execution_id: str, tool_call_id: str) -> Any:
-    row = conn.execute(
-        select(tool_calls).where(
-            tool_calls.c.id == tool_call_id, tool_calls.c.execution_id == execution_id)
-    ).mappings().first()
-    if row is None:
-        raise NotFound(f"no tool call {tool_call_id!r} in execution {execution_id!r}",
-                       {"execution_id": execution_id, "tool_call_id": tool_call_id},
-                       code="tool_call_not_found")
-    return row
+def _read(conn: Connection, stmt: Any, execution_id: str, tool_call_id: str | None,
+          scope_id: str | None) -> tuple[Any, dict[str, Any] | None]:
+    """The run's part of a ``_START_READ``/``_FINISH_READ`` row and the tool call
+    found (None when none); ``execution_not_found`` as ``executions.load`` says it."""
+    row = conn.execute(stmt, {"execution_id": execution_id,
+                              "tool_call_id": tool_call_id}).mappings().first()
+    if row is None or (scope_id is not None and row["scope_id"] != scope_id):
+        raise execution_not_found(execution_id)
+    return row, ({k: row[k] for k in _COLUMNS} if row["id"] is not None else None)
 
 
 def _finished_event(row: dict[str, Any]) -> NewEvent:
@@ -45,18 +68,15 @@ def _finished_event(row: dict[str, Any]) -> NewEvent:
 def start(conn: Connection, log: WriteLog, execution_id: str, data: ToolCallStart, *,
           scope_id: str | None = None) -> tuple[dict[str, Any], bool]:
     """Record a tool call; returns ``(row, created)``. The same id again is a retry."""
-    load(conn, execution_id, scope_id=scope_id)
-    if data.id is not None:
-        existing = conn.execute(
-            select(tool_calls).where(tool_calls.c.id == data.id)).mappings().first()
-        if existing is not None:
-            if (existing["execution_id"], existing["tool_path"]) != (execution_id, data.tool_path):
-                raise Conflict(f"a tool call with id {data.id!r} already exists",
-                               {"tool_call_id": data.id}, code="already_exists")
-            return dict(existing), False
+    run, existing = _read(conn, _START_READ, execution_id, data.id, scope_id)
+    if existing is not None:
+        if (existing["execution_id"], existing["tool_path"]) != (execution_id, data.tool_path):
+            raise Conflict(f"a tool call with id {data.id!r} already exists",
+                           {"tool_call_id": data.id}, code="already_exists")
+        return existing, False
     if data.parent_id is not None:
-        parent = conn.execute(select(tool_calls.c.id).where(
-            tool_calls.c.id == data.parent_id, tool_calls.c.execution_id == execution_id)).first()
+        parent = conn.execute(_PARENT, {"parent_id": data.parent_id,
+                                        "execution_id": execution_id}).first()
         if parent is None:
             raise Invalid(f"parent_id {data.parent_id!r} is not a tool call of this execution",
                           {"path": ["parent_id"]})
@@ -67,8 +87,7 @@ def start(conn: Connection, log: WriteLog, execution_id: str, data: ToolCallStar
         completed = data.completed_at if data.completed_at is not None else max(now, started)
         if completed < started:
             raise Invalid("completed_at is before started_at", {"path": ["completed_at"]})
-    seq = (conn.execute(select(func.max(tool_calls.c.seq)).where(
-        tool_calls.c.execution_id == execution_id)).scalar() or 0) + 1
+    seq = run["next_call_seq"]
     row = {
         "id": data.id or new_id(started), "execution_id": execution_id,
         "parent_id": data.parent_id, "seq": seq, "tool_path": data.tool_path,
@@ -76,26 +95,28 @@ def start(conn: Connection, log: WriteLog, execution_id: str, data: ToolCallStar
         "result": data.result, "error": data.error, "started_at": started,
         "completed_at": completed, "duration_ms": duration(started, completed),
     }
-    conn.execute(insert(tool_calls), row)
-    conn.execute(update(executions).where(executions.c.id == execution_id).values(
-        tool_call_count=executions.c.tool_call_count + 1, updated_at=now))
+    conn.execute(_INSERT, row)
+    conn.execute(_COUNT_CALL, {"run_id": execution_id, "updated_at": now})
     new = [NewEvent("tool_call.started", data.tool_path, ts=started, data={
         "tool_call_id": row["id"], "tool_path": data.tool_path, "seq": seq,
         "parent_id": data.parent_id})]
     if completed is not None:
         new.append(_finished_event(row))
-    append(conn, log, execution_id, new)
+    append(conn, log, execution_id, new, seq=run["next_event_seq"])
     return row, True
 
 
 def finish(conn: Connection, log: WriteLog, execution_id: str, tool_call_id: str,
            data: ToolCallFinish, *, scope_id: str | None = None) -> dict[str, Any]:
     """Finish a running tool call; finishing it again the same way is a no-op."""
-    load(conn, execution_id, scope_id=scope_id)
-    current = _load(conn, execution_id, tool_call_id)
+    run, current = _read(conn, _FINISH_READ, execution_id, tool_call_id, scope_id)
+    if current is None:
+        raise NotFound(f"no tool call {tool_call_id!r} in execution {execution_id!r}",
+                       {"execution_id": execution_id, "tool_call_id": tool_call_id},
+                       code="tool_call_not_found")
     if current["status"] != "running":
         if current["status"] == data.status:
-            return dict(current)
+            return current
         raise Conflict(
             f"tool call {tool_call_id!r} already finished as {current['status']}",
             {"from": current["status"], "to": data.status}, code="invalid_transition")
@@ -108,8 +129,8 @@ def finish(conn: Connection, log: WriteLog, execution_id: str, tool_call_id: str
         "status": data.status, "result": data.result, "error": data.error,
         "completed_at": completed, "duration_ms": duration(current["started_at"], completed),
     }
-    conn.execute(update(tool_calls).where(tool_calls.c.id == tool_call_id).values(changes))
-    conn.execute(update(executions).where(executions.c.id == execution_id).values(updated_at=now))
-    row = {**dict(current), **changes}
-    append(conn, log, execution_id, [_finished_event(row)])
+    conn.execute(_UPDATE, {"call_id": tool_call_id, **changes})
+    conn.execute(_TOUCH, {"run_id": execution_id, "updated_at": now})
+    row = {**current, **changes}
+    append(conn, log, execution_id, [_finished_event(row)], seq=run["next_event_seq"])
     return row

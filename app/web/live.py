@@ -29,7 +29,7 @@ class LiveHtml:
         href_base = ctx.run_href_base
 
         def render(row: dict[str, Any]) -> str:
-            return _render("_row.html", {"r": row, "selected": False, "slow": None,
+            return _render("_row.html", {"rows": [row], "open_run": None, "slow": None,
                                          "href_base": href_base, "now": now_ms()})
 
         return href_base, render

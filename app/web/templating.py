@@ -30,9 +30,12 @@ HEADERS = {
 
 
 def _env() -> Environment:
+    # auto_reload off: templates change only with a new release (a restart),
+    # and the check costs a stat() of the file at every include of every request.
     env = Environment(loader=FileSystemLoader(TEMPLATES_DIR),
                       autoescape=select_autoescape(default=True, default_for_string=True),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                      auto_reload=False)
     env.filters.update(utc=fmt.utc, iso=fmt.iso, clock=fmt.clock, duration=fmt.duration,
                        count=fmt.count, first_line=fmt.first_line)
     env.globals["relative"] = fmt.relative
