@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from app.exec_policy import is_loopback
-from app.process import freeze_startup_objects, tune_gc
+from app.process import freeze_startup_objects, tune_process
 from app.settings import Settings
 
 log = logging.getLogger("runyard")
@@ -74,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    tune_gc()
+    tune_process()
     upgrade(settings.database_url)
     if settings.demo:
         store = _open_store(settings)
@@ -187,8 +187,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.runner.pool import worker_main
 
     settings = _settings(args, worker_concurrency=args.concurrency)
+    tune_process()
     upgrade(settings.database_url)
-    tune_gc()
     return worker_main(settings)
 
 
