@@ -195,14 +195,15 @@ class IngestBatch(_In):
 # for writing, so each is encoded once rather than twice.
 
 
-def _as_dict_shape(model: type[BaseModel], **nested: Any) -> Any:
-    """A TypedDict with ``model``'s fields; ``nested`` replaces the annotation of
-    fields that hold other models (with their dict shapes)."""
+def _as_dict_shape(model: type[BaseModel], **items: Any) -> Any:
+    """A TypedDict with ``model``'s fields; ``items`` gives, for fields that are
+    lists of other models, the dict shape of their items (the field's own
+    limits, such as its length, are kept)."""
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         kept = [m for m in info.metadata if m is not _CUT]
-        annotation = nested.get(name) or (
-            Annotated[(info.annotation, *kept)] if kept else info.annotation)  # type: ignore[valid-type]
+        base = list[items[name]] if name in items else info.annotation
+        annotation = Annotated[(base, *kept)] if kept else base  # type: ignore[valid-type]
         fields[name] = annotation if info.is_required() else NotRequired[annotation]
     shape = TypedDict(model.__name__ + "Data", fields)  # type: ignore[operator]
     shape.__pydantic_config__ = ConfigDict(extra="forbid", strict=False)  # type: ignore[attr-defined]
@@ -217,17 +218,9 @@ def _defaults(model: type[BaseModel]) -> dict[str, Any]:
 _ToolCallData = _as_dict_shape(IngestToolCall)
 _InteractionData = _as_dict_shape(IngestInteraction)
 _EventData = _as_dict_shape(IngestEvent)
-_ExecutionData = _as_dict_shape(
-    IngestExecution,
-    tool_calls=Annotated[list[_ToolCallData], Field(max_length=100_000)],  # type: ignore[valid-type]
-    interactions=Annotated[list[_InteractionData], Field(max_length=10_000)],  # type: ignore[valid-type]
-    events=Annotated[list[_EventData], Field(max_length=100_000)],  # type: ignore[valid-type]
-)
-IngestData = _as_dict_shape(
-    IngestBatch,
-    executions=Annotated[list[_ExecutionData],  # type: ignore[valid-type]
-                         Field(max_length=MAX_EXECUTIONS_PER_INGEST)],
-)
+_ExecutionData = _as_dict_shape(IngestExecution, tool_calls=_ToolCallData,
+                                interactions=_InteractionData, events=_EventData)
+IngestData = _as_dict_shape(IngestBatch, executions=_ExecutionData)
 _INGEST = TypeAdapter(IngestData)
 INGEST_DEFAULTS: dict[str, dict[str, Any]] = {
     "execution": _defaults(IngestExecution), "tool_call": _defaults(IngestToolCall),
