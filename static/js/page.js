@@ -160,13 +160,15 @@
   });
 
   // A submitted command's answer (its errors) must not be replaced by the
-  // debounced as-you-type help that fires just after the Enter key.
+  // as-you-type help: not by the debounced one that fires just after the Enter
+  // key, nor by one already in flight when it was pressed (its answer can land
+  // after the command's).
   let submitted = null;
   document.addEventListener("submit", (e) => { if (e.target.id === "cmdform") submitted = $("#cmd").value; }, true);
   document.addEventListener("input", (e) => { if (e.target.id === "cmd" && e.target.value !== submitted) submitted = null; });
-  document.addEventListener("htmx:beforeRequest", (e) => {
-    if (e.detail.elt.id === "cmd" && e.detail.elt.value === submitted) e.preventDefault();
-  });
+  const helpForSubmitted = (e) => e.detail.elt.id === "cmd" && e.detail.elt.value === submitted;
+  document.addEventListener("htmx:beforeRequest", (e) => { if (helpForSubmitted(e)) e.preventDefault(); });
+  document.addEventListener("htmx:beforeSwap", (e) => { if (helpForSubmitted(e)) e.detail.shouldSwap = false; });
 
   document.addEventListener("htmx:afterSettle", () => { applyColumns(); updateShown(); markOpenRow(); });
   document.addEventListener("htmx:sendError", () => toast("The server could not be reached"));
