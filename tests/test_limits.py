@@ -187,6 +187,37 @@ def test_the_app_limits_requests_and_recovers(database_url: str) -> None:
         error_of(client.get("/api/executions/late"), 404, "execution_not_found")
 
 
+def test_the_page_says_it_is_rate_limited_in_html(database_url: str) -> None:
+    # A person reloading too fast reads the page's own error, not a JSON
+    # document; the API's paths keep the JSON error (the test above).
+    settings = Settings(database_url=database_url, rate_limit_per_s=0.5, rate_limit_burst=2)
+    with local_client(settings) as client:
+        assert [client.get("/").status_code for _ in range(2)] == [200, 200]
+        page = client.get("/?status=failed")
+        assert page.status_code == 429
+        assert page.headers["content-type"].startswith("text/html")
+        assert int(page.headers["retry-after"]) in (1, 2, 3, 4)
+        text = html.unescape(page.text)
+        assert "Too many requests: the limit is 0.5 per second (bursts of 2); retry in" in text
+        assert "<!doctype html>" in page.text and 'role="alert"' in page.text
+        # Trying again asks for the same view; a path of the form //host
+        # (refused before routing, so any path) stays a link on this site.
+        assert '<a class="btn" href="/?status=failed">Try again</a>' in page.text
+        other = client.get("http://127.0.0.1//evil.example/x?y=1")
+        assert other.status_code == 429 and 'href="/evil.example/x?y=1"' in other.text
+        assert 'href="//' not in other.text
+        # An htmx swap gets the error partial for its target, and the refused
+        # view does not become the address bar's URL.
+        fragment = client.get("/runs?status=failed", headers={
+            **HX, "HX-Target": "view", "HX-Current-URL": "http://127.0.0.1//?x=1"})
+        assert fragment.status_code == 429
+        assert fragment.headers["hx-push-url"] == "false"
+        assert 'id="view"' in fragment.text and 'data-code="rate_limited"' in fragment.text
+        assert 'href="/?x=1"' in fragment.text and "<!doctype" not in fragment.text
+        # The API's paths under the same limit still answer JSON.
+        error_of(client.get("/api/executions"), 429, "rate_limited")
+
+
 # -- streams per client -------------------------------------------------------
 
 def _open_when_free(stack: ExitStack, client: httpx.Client, url: str,

@@ -93,7 +93,7 @@ def storage_response(failure: StorageFailure) -> JSONResponse:
 
 
 # Paths whose errors are JSON; every other path is the page's, answered in HTML.
-_JSON_PREFIXES = ("/api/", "/v1/", "/healthz")
+JSON_PREFIXES = ("/api/", "/v1/", "/healthz")
 
 
 async def _storage_error(request: Request, exc: Exception) -> Response:
@@ -105,8 +105,9 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
     log.warning("%s %s: %s (%s: %s)", request.method, request.url.path, failure.code,
                 type(cause).__name__, (str(cause).strip().splitlines() or [""])[0])
     page_error = getattr(request.app.state, "page_error", None)
-    if page_error is not None and not request.url.path.startswith(_JSON_PREFIXES):
-        page: Response = page_error(request, failure)
+    if page_error is not None and not request.url.path.startswith(JSON_PREFIXES):
+        page: Response = page_error(request, failure.code, failure.message, status=503,
+                                    retry_after_s=failure.retry_after_s)
         return page
     return storage_response(failure)
 

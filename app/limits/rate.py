@@ -2,7 +2,10 @@
 
 Each key's bucket holds up to ``burst`` requests and refills at ``per_s`` a
 second; a request that finds it empty is answered 429 ``rate_limited`` with
-``Retry-After`` (whole seconds, at least 1) and never reaches the app.
+``Retry-After`` (whole seconds, at least 1) and never reaches the app: as
+JSON on the API's paths, and on the page's as the page's own error (the app's
+``state.page_error``), so a person who reloads too fast reads a sentence, not
+a JSON document.
 
 Intentional divergences from a "global" limiter:
 
@@ -29,9 +32,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.errors import error_response
+from app.api.errors import JSON_PREFIXES, error_response
 from app.limits.keys import client_key
 
 MAX_KEYS = 100_000
@@ -95,12 +100,21 @@ class RateLimitMiddleware:
         if wait <= 0:
             await self.app(scope, receive, send)
             return
-        retry = max(1, math.ceil(wait))
+        await self._refused(scope, max(1, math.ceil(wait)))(scope, receive, send)
+
+    def _refused(self, scope: Scope, retry: int) -> Response:
+        assert self.buckets is not None
         per_s, burst = self.buckets.per_s, self.buckets.burst
+        limit = f"the limit is {per_s:g} per second (bursts of {burst}); retry in {retry} s"
+        # Starlette puts the app in the scope; a bare middleware stack (tests) has none.
+        page_error = getattr(getattr(scope.get("app"), "state", None), "page_error", None)
+        if page_error is not None and not scope["path"].startswith(JSON_PREFIXES):
+            # Titled "Too many requests" by the page.
+            page: Response = page_error(Request(scope), "rate_limited", limit, status=429,
+                                        retry_after_s=retry)
+            return page
         response = error_response(
-            "rate_limited",
-            f"too many requests: the limit is {per_s:g} per second (bursts of {burst}); "
-            f"retry in {retry} s",
+            "rate_limited", f"too many requests: {limit}",
             {"limit_per_s": per_s, "burst": burst, "retry_after_s": retry}, status=429)
         response.headers["Retry-After"] = str(retry)
-        await response(scope, receive, send)
+        return response

@@ -1,9 +1,11 @@
-"""The page's answer when the database fails: a 503 that says what and what to do.
+"""The page's answer when it cannot be served right now: the database fails
+(503) or the client is over its request rate (429). It says what and what to do.
 
-``app.api.errors`` classifies the failure (disk full, read-only, unavailable)
-and, for a page path, hands it to :func:`page_error` (wired by the app
-factory as ``app.state.page_error``, so the API never imports the web layer).
-The answer takes the place of what was asked for, like the page's other error
+``app.api.errors`` classifies a database failure (disk full, read-only,
+unavailable) and the rate limit refuses a request; for a page path, each hands
+it to :func:`page_error` (wired by the app factory as ``app.state.page_error``,
+so neither imports the web layer), and a JSON path gets the JSON error. The
+answer takes the place of what was asked for, like the page's other error
 partials: never a blank list, and the run form keeps its place on the page.
 """
 
@@ -14,7 +16,6 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.store.errors import StorageFailure
 from app.times import now_ms
 from app.web.context import PageContext, parse_state
 from app.web.templating import render
@@ -23,18 +24,22 @@ TITLES = {
     "storage_full": "The database's disk is full",
     "storage_read_only": "The database is read-only",
     "storage_unavailable": "The database is unavailable",
+    "rate_limited": "Too many requests",
 }
 
 
-def page_error(request: Request, failure: StorageFailure) -> Response:
-    """The 503 page, or fragment for an htmx request, for ``failure``."""
-    headers = {"Retry-After": str(failure.retry_after_s)}
-    title = TITLES.get(failure.code, TITLES["storage_unavailable"])
+def page_error(request: Request, code: str, message: str, *, status: int,
+               retry_after_s: int) -> Response:
+    """The error page, or fragment for an htmx request, for the error ``code``
+    (a key of ``TITLES``) with the API's ``message`` and ``Retry-After``."""
+    headers = {"Retry-After": str(retry_after_s)}
+    title = TITLES.get(code, TITLES["storage_unavailable"])
     if request.headers.get("HX-Request") != "true":
         ctx = PageContext(state=parse_state([]), now=now_ms(), command_text="",
-                          error=f"{title}: {failure.message}", status=503,
-                          extra={"full": True})
-        return render(request, "runs.html", {"ctx": ctx, "reset_href": "/"}, status=503,
+                          error=f"{title}: {message}", status=status,
+                          extra={"full": True,
+                                 "retry_href": _this_site(request.url.path, request.url.query)})
+        return render(request, "runs.html", {"ctx": ctx, "reset_href": "/"}, status=status,
                       headers=headers)
     target = request.headers.get("HX-Target") or "view"
     # A failed view must not become the address bar's URL.
@@ -42,12 +47,17 @@ def page_error(request: Request, failure: StorageFailure) -> Response:
     if target == "run-form":
         # The form again, open, with the reason where its errors go.
         return render(request, "_run_form.html",
-                      {"form": {}, "errors": {"command": f"{title}: {failure.message}"}},
-                      status=503, headers=headers)
-    # Only this site's path and query: the header is the client's to set.
+                      {"form": {}, "errors": {"command": f"{title}: {message}"}},
+                      status=status, headers=headers)
     current = urlsplit(request.headers.get("HX-Current-URL") or "/")
-    retry = (current.path if current.path.startswith("/") else "/") + (
-        f"?{current.query}" if current.query else "")
-    return render(request, "_storage_error.html",
-                  {"title": title, "message": failure.message, "target": target,
-                   "code": failure.code, "retry_href": retry}, status=503, headers=headers)
+    return render(request, "_unavailable.html",
+                  {"title": title, "message": message, "target": target, "code": code,
+                   "retry_href": _this_site(current.path, current.query)},
+                  status=status, headers=headers)
+
+
+def _this_site(path: str, query: str) -> str:
+    """``path?query`` as a link that stays on this site. Both come from the
+    client (a refused request's path, or htmx's header): ``//host/x`` would be
+    a link to another host, so leading slashes collapse to one."""
+    return "/" + path.lstrip("/") + (f"?{query}" if query else "")
