@@ -27,11 +27,11 @@ YOUNG_GENERATION_THRESHOLD = 10_000
 # lock an arena of its own, up to 8 per core, and an arena returns memory to
 # the system only from its top. The server's worker threads (database calls,
 # page rendering) each allocate and free request-sized blocks, so every arena
-# keeps its own high-water mark and fragments on its own: in the 10-minute
-# soak (bench/soak.py) the heap climbed ~2.5 MB a minute (127 -> 152 MB)
-# while SQLite's own memory stayed at 22-26 MB; with two arenas it stays flat
-# after the first minutes, at the same throughput. Two is the usual setting
-# for threaded servers (MALLOC_ARENA_MAX=2).
+# keeps its own high-water mark and fragments on its own. In the soak
+# (bench/soak.py, docs/PERFORMANCE.md) two arenas hold ~20 MB less at the
+# same throughput. Two is the usual setting for threaded servers
+# (MALLOC_ARENA_MAX=2). (A periodic malloc_trim on top ended at the same RSS,
+# so it is not done.)
 MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8   # mallopt's parameter number, from glibc's malloc.h
 

@@ -15,9 +15,9 @@ from sqlalchemy import ColumnElement, Connection, Integer, Select, bindparam, se
 
 from app.db.dialect import Dialect
 from app.db.models import executions
-from app.store import meta
 from app.store.cursor import Cursor
 from app.store.filters import ExecutionFilter
+from app.store.statements import bound
 
 e = executions.c
 _N = bindparam("n", type_=Integer)   # rows to read: the page size, plus one
@@ -42,7 +42,7 @@ def list_page(
     """One page of execution rows and the cursor of the next page (or None)."""
     key, direction = sort.split(":")
     desc = direction == "desc"
-    # The statements are kept (meta.bound) with the cursor and the page size
+    # The statements are kept (statements.bound) with the cursor and the page size
     # as bind parameters too: every list page and scroll builds the same few.
     page = {"n": limit + 1, "after_value": None, "after_id": None}
     if cursor is not None:
@@ -50,13 +50,13 @@ def list_page(
     after = cursor is not None
     rows: list[Any]
     if key == "created_at":
-        stmt, params = meta.bound(f"list {sort} {after}", dialect, flt, lambda conds: _ordered(
+        stmt, params = bound(f"list {sort} {after}", dialect, flt, lambda conds: _ordered(
             _base(conds, e.created_at, desc, after), e.created_at, desc).limit(_N))
         rows = list(conn.execute(stmt, {**params, **page}).mappings())
     else:
         rows = []
         if cursor is None or cursor.value is not None:
-            stmt, params = meta.bound(
+            stmt, params = bound(
                 f"list {sort} {after} timed", dialect, flt, lambda conds: _ordered(_base(
                     [*conds, e.duration_ms.is_not(None)], e.duration_ms, desc, after),
                     e.duration_ms, desc).limit(_N))
@@ -64,7 +64,7 @@ def list_page(
         if len(rows) <= limit:
             # After a cursor on a timed row, every untimed row is next.
             untimed_after = cursor is not None and cursor.value is None
-            stmt, params = meta.bound(
+            stmt, params = bound(
                 f"list {sort} {untimed_after} untimed", dialect, flt, lambda conds: _ordered(
                     _untimed(conds, desc, untimed_after), e.id, desc).limit(_N))
             more = conn.execute(stmt, {**params, **page, "n": limit + 1 - len(rows)}).mappings()

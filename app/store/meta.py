@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -35,6 +35,7 @@ from app.db.dialect import Dialect, groups_by_sorting, percentiles
 from app.db.models import executions, tool_calls
 from app.store.filters import UNKNOWN_TRIGGER, ExecutionFilter
 from app.store.inputs import STATUSES
+from app.store.statements import FROM_MS, bound
 from app.times import format_ms, now_ms
 
 e = executions.c
@@ -52,40 +53,8 @@ BUCKET_STEPS_MS = tuple(
 )
 
 
-S = TypeVar("S")
-# The values of a filter that change from one load of a view to the next (a
-# 24 h window moves every millisecond), as named bind parameters; see `bound`.
-_BINDS = {"from_ms": bindparam("from_ms", type_=BigInteger),
-          "to_ms": bindparam("to_ms", type_=BigInteger),
-          "scope_id": bindparam("scope_id", type_=e.scope_id.type)}
 FIRST, LAST, WIDTH = (bindparam(n, type_=BigInteger) for n in ("first", "last", "width"))
 CAP = bindparam("cap", type_=Integer)
-_BOUND_KEPT = 256
-_bound: dict[tuple[Any, ...], Any] = {}
-
-
-def bound(kind: str, dialect: Dialect, flt: ExecutionFilter,
-          build: Callable[[list[ColumnElement[bool]]], S]) -> tuple[S, dict[str, Any]]:
-    """``build(flt's conditions)``, and the parameters to execute it with.
-
-    The time range and the scope go in as bind parameters, so a statement is
-    built once per ``kind`` and filter shape, and reused: building one and its
-    cache key costs 0.05-0.3 ms of Python (~1.5 ms per page's ``meta``), as
-    much as running the small ones. ``build`` may depend on nothing but its
-    conditions and ``kind``; other values are bind parameters of its own,
-    given at execution.
-    """
-    params = {name: value for name, value in (
-        ("from_ms", flt.from_ms), ("to_ms", flt.to_ms), ("scope_id", flt.scope_id))
-        if value is not None}
-    key = (kind, dialect, replace(flt, from_ms=None, to_ms=None, scope_id=None), *params)
-    stmt = _bound.get(key)
-    if stmt is None:
-        stmt = build(replace(flt, **{n: _BINDS[n] for n in params}).conditions(dialect))
-        if len(_bound) >= _BOUND_KEPT:    # only many distinct searches get here
-            _bound.clear()
-        _bound[key] = stmt
-    return stmt, params
 
 
 def bucket_width(span_ms: int) -> int:
@@ -286,7 +255,7 @@ def tool_runs(conn: Connection, dialect: Dialect, flt: ExecutionFilter, limit: i
             # (Every call's run exists: foreign keys are enforced.)
             every = select(t.tool_path.label("path"), func.count(t.execution_id.distinct())
                            .label("n")).where(*only).group_by(t.tool_path).subquery()
-            older = _pairs([e.created_at < _BINDS["from_ms"]], only)
+            older = _pairs([e.created_at < FROM_MS], only)
             before = select(older.c.tool_path.label("path"), func.count().label("n")
                             ).group_by(older.c.tool_path).subquery()
             runs = (every.c.n - func.coalesce(before.c.n, 0)).label("runs")
@@ -324,7 +293,7 @@ def count_statement(conds: list[ColumnElement[bool]]) -> Any:
 
 def _older_statement(_conds: list[ColumnElement[bool]]) -> Any:
     return select(func.count()).select_from(
-        select(e.created_at).where(e.created_at < _BINDS["from_ms"]).limit(CAP).subquery())
+        select(e.created_at).where(e.created_at < FROM_MS).limit(CAP).subquery())
 
 
 def _few_older(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> bool:

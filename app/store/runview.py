@@ -17,6 +17,7 @@ from app.store import meta
 from app.store.errors import NotFound
 from app.store.executions import load
 from app.store.filters import ExecutionFilter
+from app.store.statements import bound
 from app.store.trace import events_of, interactions_of
 
 # The waterfall draws every call but shows args/results one at a time, on demand.
@@ -143,7 +144,7 @@ def tool_counts(conn: Connection, dialect: Dialect, flt: ExecutionFilter,
 
 def count_runs(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> int:
     """How many runs match (the list's "of M" without the rest of ``meta``)."""
-    stmt, params = meta.bound("count", dialect, flt, meta.count_statement)
+    stmt, params = bound("count", dialect, flt, meta.count_statement)
     return int(conn.execute(stmt, params).scalar_one())
 
 
@@ -178,7 +179,7 @@ def page_meta(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> dict[
 def _slow_threshold(conn: Connection, dialect: Dialect, flt: ExecutionFilter) -> int | None:
     """Nearest-rank p90 of the newest ``SLOW_SAMPLE`` matching durations (None
     under 20 of them), ranked in SQL: the sample's rows never reach Python."""
-    stmt, params = meta.bound("slow", dialect, flt, _slow_statement)
+    stmt, params = bound("slow", dialect, flt, _slow_statement)
     slow: int | None = conn.execute(stmt, params).scalar()
     return slow
 
