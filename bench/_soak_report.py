@@ -4,26 +4,12 @@ what the server's memory and CPU did, each figure next to its target."""
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import sqlite3
 import statistics
-from pathlib import Path
 from typing import Any
 
 from bench._openloop import pct
 
 INGEST_TARGET, PAGE_TARGET, RSS_TARGET_PCT = 300, 20, 10.0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _routes(facts: dict[str, Any], seconds: float) -> list[str]:
@@ -170,9 +156,8 @@ def report(args: argparse.Namespace, facts: dict[str, Any]) -> str:
     head = [
         f"## Soak: {args.minutes:g} min measured (+{args.warmup:.0f} s warm-up)",
         "",
-        f"- machine: {os.cpu_count()} CPUs ({_cpu_model()}), Python "
-        f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}; other work on the "
-        "machine at the same time (see the load average)",
+        f"- machine: {facts['machine']} before the run; other work on the machine at the "
+        "same time: see the load average below",
         f"- load offered: {args.ingest_rate:g} ingest requests/s, {args.page_rate:g} page "
         f"loads/s, {args.clients} SSE clients; {args.seed_runs:,} runs seeded first; auth: "
         f"{auth}",

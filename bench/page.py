@@ -46,6 +46,7 @@ from app.store import Store
 from app.store.errors import NotFound
 from app.store.inputs import EventsAppend, parse_ingest
 from app.times import format_ms, now_ms
+from bench._machine import describe
 from bench._timing import timed
 
 DRAWER_RUN = "bench-drawer-500x10k"
@@ -119,9 +120,8 @@ def main() -> None:
     url = f"sqlite:///{path}"
     upgrade(url)   # a copy made by older code gets today's tables and indexes
     app = create_app(Settings(database_url=url, demo=False))
-    print(f"database {path} ({path.stat().st_size / 2**20:,.0f} MiB); SQLite; "
-          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}; "
-          f"pragmas {args.pragma or 'app defaults'}")
+    print(f"database {path} ({path.stat().st_size / 2**20:,.0f} MiB); "
+          f"pragmas {args.pragma or 'app defaults'}\nmachine: {describe()}")
     with TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50000)) as client:
         store: Store = app.state.store
         if args.pragma:
@@ -131,6 +131,9 @@ def main() -> None:
         print(f"drawer run ready ({time.perf_counter() - t0:.1f} s)")
         first = client.get("/", headers={**HX, "HX-Target": "list"})
         assert first.status_code == 200, first.text[:500]
+        if 'id="more" ' not in first.text or 'hx-get="' not in first.text.split('id="more" ')[1]:
+            raise SystemExit(f"{path}: the default view (last 24 h) fits on one page, so there "
+                             "is no next page to time; load more runs (bench/store.py)")
         cursor_href = first.text.split('id="more"', 1)[1].split('hx-get="', 1)[1].split('"', 1)[0]
         cursor_href = cursor_href.replace("&amp;", "&")
 

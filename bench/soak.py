@@ -14,8 +14,11 @@ runs over the last 24 h, so the page has something to show), then, at once:
 
 Requests are sent on schedule whether or not earlier ones were answered
 (``bench/_openloop.py``); latency counts from when a request was due. After
-``--warmup`` seconds the measured window of ``--minutes`` starts. Prints, as
-Markdown: requests per route, errors, p50/p95/p99, achieved rates, SSE
+``--warmup`` seconds the measured window of ``--minutes`` starts. The
+warm-up is 120 s: the server's working set (SQLite's page caches, the
+connection pools, the threads) is still filling 30 s in, and with a 30 s
+warm-up most of the window's RSS growth came in its first half minute.
+Prints, as Markdown: requests per route, errors, p50/p95/p99, achieved rates, SSE
 messages against what was due, the server's RSS at the start of the window
 and at its end, and the CPU of the server and of each client process (is the
 client the bottleneck?).
@@ -50,6 +53,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._http import Pool
+from bench._machine import describe
 from bench._openloop import Recorder, open_loop
 from bench._server import (
     ROOT,
@@ -145,7 +149,8 @@ def profile(pid: int, path: Path, seconds: int) -> subprocess.Popen[bytes]:
 def soak(args: argparse.Namespace, db: Path, log_path: Path) -> dict[str, Any]:
     """Start the server, seed, run the load; return everything the report needs."""
     port = free_port()
-    facts: dict[str, Any] = {"load_before": os.getloadavg(), "server_env": SERVER_ENV}
+    facts: dict[str, Any] = {"load_before": os.getloadavg(), "server_env": SERVER_ENV,
+                             "machine": describe()}
     with log_path.open("wb") as log:
         server = start_server(db, port, SERVER_ENV, log)
         try:
@@ -230,7 +235,7 @@ def run_load(args: argparse.Namespace, port: int, pid: int, read_h: dict[str, st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10, help="measured window")
-    parser.add_argument("--warmup", type=float, default=30, help="seconds before it")
+    parser.add_argument("--warmup", type=float, default=120, help="seconds before it")
     parser.add_argument("--ingest-rate", type=float, default=300)
     parser.add_argument("--page-rate", type=float, default=20)
     parser.add_argument("--clients", type=int, default=200, help="SSE clients")

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 import sys
 import time
@@ -62,6 +61,7 @@ from app.process import tune_gc
 from app.store import Store
 from app.store.inputs import parse_ingest
 from app.store.params import parse_list_params
+from bench._machine import describe
 from bench._timing import timed
 
 BATCH = 1000
@@ -338,8 +338,7 @@ def main() -> None:
     db = open_database(url)
     add_pragmas(db, args.pragma)
     store = Store(db)
-    print(f"database {path}; SQLite; {os.cpu_count()} CPUs; "
-          f"load average {os.getloadavg()[0]:.2f}; pragmas {args.pragma or 'app defaults'}")
+    print(f"database {path}; pragmas {args.pragma or 'app defaults'}\nmachine: {describe()}")
 
     loaded: dict[str, float] | None = None
     if not args.reuse:

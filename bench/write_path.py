@@ -65,6 +65,7 @@ from app.process import tune_gc
 from app.settings import Settings
 from app.store import Store
 from bench._http import Pool, Response
+from bench._machine import describe
 from bench._server import free_port, start_server, stop_server
 from bench._soak_ingest import IngestMix
 
@@ -404,6 +405,7 @@ def main() -> None:
     parser.add_argument("--database", type=Path,
                         help="SQLite file (must not exist; default: a temporary one)")
     args = parser.parse_args()
+    print(f"machine: {describe()}", flush=True)
     requests = soak_requests(args.warmup + args.requests, args.seed)
     with tempfile.TemporaryDirectory(prefix="write-path-") as tmp:
         db = args.database or Path(tmp) / "bench.db"
