@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from e2e.conftest import SCREENSHOTS, XSS_ATTR, XSS_SCRIPT, Server, Watch, settle
 
@@ -104,6 +104,33 @@ def test_command_errors_and_suggestions(page: Page) -> None:
     expect(page.locator('#cmd-help [data-token="tool:github.issues.list"]')).to_be_visible()
     page.click('#cmd-help [data-token="tool:github.issues.list"]')
     expect(page.locator("#cmd")).to_have_value("status:failed tool:github.issues.list ")
+
+
+def test_a_late_help_answer_leaves_the_commands_error(page: Page) -> None:
+    # The as-you-type help is sent before Enter and answers after the command:
+    # its answer (which does not judge the token still being typed) must not
+    # replace the command's error. Held requests make the order certain.
+    page.goto(ALL)
+    settle(page)
+    held: list[Route] = []
+    page.route("**/runs/command?*", lambda route: held.append(route))
+    page.fill("#cmd", 'status:"nope"')
+    for _ in range(100):
+        if any("nope" in r.request.url for r in held):
+            break
+        # The help that focusing asked for: htmx sends the next only after it.
+        while held and "nope" not in held[0].request.url:
+            held.pop(0).continue_()
+        page.wait_for_timeout(50)
+    else:
+        raise AssertionError("the help for the typed command was never asked for")
+    page.keyboard.press("Enter")
+    expect(page.locator("#cmd-help .cmd-error")).to_contain_text("unknown status")
+    for route in held:
+        route.continue_()
+    settle(page)
+    expect(page.locator("#cmd-help .cmd-error")).to_contain_text("unknown status")
+    expect(page.locator("#cmd-help .cmd-error-at")).to_have_text('status:"nope"')
 
 
 def test_drag_on_chart_sets_range_and_narrows_list(page: Page) -> None:

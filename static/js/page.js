@@ -166,7 +166,11 @@
   let submitted = null;
   document.addEventListener("submit", (e) => { if (e.target.id === "cmdform") submitted = $("#cmd").value; }, true);
   document.addEventListener("input", (e) => { if (e.target.id === "cmd" && e.target.value !== submitted) submitted = null; });
-  const helpForSubmitted = (e) => e.detail.elt.id === "cmd" && e.detail.elt.value === submitted;
+  // The element that asked: on htmx:beforeSwap, detail.elt is the swap's target.
+  const helpForSubmitted = (e) => {
+    const asker = e.detail.requestConfig ? e.detail.requestConfig.elt : e.detail.elt;
+    return !!asker && asker.id === "cmd" && asker.value === submitted;
+  };
   document.addEventListener("htmx:beforeRequest", (e) => { if (helpForSubmitted(e)) e.preventDefault(); });
   document.addEventListener("htmx:beforeSwap", (e) => { if (helpForSubmitted(e)) e.detail.shouldSwap = false; });
 
