@@ -11,14 +11,20 @@ import os
 from app.times import now_ms
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-# Ten bits (two characters) per lookup: a bulk import makes an id for every
-# tool call, and this halves the cost of the character-at-a-time loop.
+# The time part: ten bits (two characters) per lookup.
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
-_SHIFTS = range(120, -1, -10)
+# The random part: each random byte's low five bits as one character, through
+# bytes.translate (C), so 16 bytes give the 80 random bits. 256 is a multiple
+# of 32, so every character stays equally likely. A bulk import makes an id
+# for every tool call: this is half the cost of shifting a 128-bit integer.
+_RANDOM_CHARS = bytes(ord(_ALPHABET[b & 31]) for b in range(256))
 
 
 def new_id(at_ms: int | None = None) -> str:
     """A 26-character id that sorts by creation time."""
-    value = ((now_ms() if at_ms is None else at_ms) << 80) | int.from_bytes(os.urandom(10), "big")
-    pairs = _PAIRS
-    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
+    t = now_ms() if at_ms is None else at_ms
+    p = _PAIRS
+    return (p[(t >> 40) & 1023] + p[(t >> 30) & 1023] + p[(t >> 20) & 1023]
+            + p[(t >> 10) & 1023] + p[t & 1023]
+            + os.urandom(16).translate(_RANDOM_CHARS).decode("ascii"))
+

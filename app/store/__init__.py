@@ -226,12 +226,13 @@ class Store:
         # Every row it inserts belongs to an execution it inserts: the
         # per-row foreign-key lookups can go (SQLite; 6% of a bulk load).
         with self._write(check_references=False) as (conn, log):
-            given = [x["id"] for x in batch["executions"] if x.get("id")]
-            foreign = sorted(execs.foreign_ids(conn, given, scope_id))
+            # One lookup for both: ids of this scope are skipped, another's refused.
+            stored = execs.scopes_of(conn, [x["id"] for x in batch["executions"] if x.get("id")])
+            foreign = sorted(i for i, scope in stored.items() if scope != scope_id)
             if foreign:
                 raise Conflict(f"an execution with id {foreign[0]!r} already exists",
                                {"execution_id": foreign[0]}, code="already_exists")
-            return bulk.ingest(conn, log, batch, scope_id)
+            return bulk.ingest(conn, log, batch, scope_id, existing=stored.keys())
 
     def is_empty(self) -> bool:
         """True when no execution is stored."""

@@ -54,8 +54,8 @@ _PATCH_LOAD = select(
 ).where(executions.c.id == bindparam("execution_id"))
 _PATCH_LOAD_FOR_UPDATE = _PATCH_LOAD.with_for_update(of=executions)
 _INSERT = insert(executions)
-_FOREIGN = select(executions.c.id).where(executions.c.id.in_(bindparam("ids", expanding=True)),
-                                         executions.c.scope_id != bindparam("scope_id"))
+_SCOPES = select(executions.c.id, executions.c.scope_id).where(
+    executions.c.id.in_(bindparam("ids", expanding=True)))
 # The SET columns come from the parameters.
 _UPDATE = update(executions).where(executions.c.id == bindparam("run_id"))
 _COLUMNS = tuple(executions.c.keys())
@@ -91,14 +91,18 @@ def check(conn: Connection, execution_id: str, scope_id: str | None = None) -> i
     return int(row.next_event_seq)
 
 
-def foreign_ids(conn: Connection, ids: list[str], scope_id: str) -> set[str]:
-    """Those of ``ids`` that belong to an execution of another scope."""
-    found: set[str] = set()
+def scopes_of(conn: Connection, ids: list[str]) -> dict[str, str]:
+    """The scope of each of ``ids`` that is a stored execution's id."""
+    found: dict[str, str] = {}
     wanted = list(dict.fromkeys(ids))
     for i in range(0, len(wanted), _CHUNK):
-        found.update(conn.execute(_FOREIGN, {"ids": wanted[i:i + _CHUNK],
-                                             "scope_id": scope_id}).scalars())
+        found.update(conn.execute(_SCOPES, {"ids": wanted[i:i + _CHUNK]}).all())
     return found
+
+
+def foreign_ids(conn: Connection, ids: list[str], scope_id: str) -> set[str]:
+    """Those of ``ids`` that belong to an execution of another scope."""
+    return {i for i, scope in scopes_of(conn, ids).items() if scope != scope_id}
 
 
 def initial_times(status: str, created_at: int | None, started_at: int | None,

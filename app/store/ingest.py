@@ -15,6 +15,7 @@ step so the value is not encoded twice).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -31,7 +32,6 @@ from app.store.inputs import INGEST_DEFAULTS
 from app.store.steps import namespace_of
 from app.times import now_ms
 
-_CHUNK = 500
 _EXECUTION_COLUMNS = (
     "id", "scope_id", "status", "trigger_kind", "trigger_meta", "name", "code", "result",
     "error", "exit_code", "progress_pct", "progress_stage", "tool_call_count",
@@ -46,15 +46,6 @@ _INTERACTION_COLUMNS = (
 _EVENT_COLUMNS = ("execution_id", "seq", "ts", "level", "type", "message", "data")
 _EXECUTION, _TOOL_CALL, _INTERACTION, _EVENT = (
     INGEST_DEFAULTS[kind] for kind in ("execution", "tool_call", "interaction", "event"))
-
-
-def _existing_ids(conn: Connection, ids: list[str]) -> set[str]:
-    found: set[str] = set()
-    for i in range(0, len(ids), _CHUNK):
-        chunk = ids[i:i + _CHUNK]
-        found.update(conn.execute(
-            select(executions.c.id).where(executions.c.id.in_(chunk))).scalars())
-    return found
 
 
 class _Rows:
@@ -111,14 +102,14 @@ class _Rows:
             completed, duration(started, completed), now, x["rerun_of"]))
 
 
-def ingest(conn: Connection, log: WriteLog, batch: dict[str, Any],
-           scope_id: str = "default") -> dict[str, int]:
+def ingest(conn: Connection, log: WriteLog, batch: dict[str, Any], scope_id: str,
+           existing: Collection[str]) -> dict[str, int]:
     """Write the new executions of ``batch`` (from ``parse_ingest``); returns how
-    many rows of each kind were new."""
+    many rows of each kind were new. ``existing``: the ids of ``batch`` already
+    stored (all of this scope), skipped with everything under them."""
     now = now_ms()
     given = batch["executions"]
     ids = [x.get("id") or new_id(x.get("created_at")) for x in given]
-    existing = _existing_ids(conn, [i for i, x in zip(ids, given, strict=True) if x.get("id")])
     rows = _Rows()
     seen: set[str] = set()
     for execution_id, x in zip(ids, given, strict=True):
