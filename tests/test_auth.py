@@ -202,6 +202,62 @@ def test_answering_a_job_gate_needs_exec(client: TestClient, tokens: Tokens) -> 
     assert r.status_code == 200, r.text
 
 
+def test_jobs_record_who_submitted_decided_cancelled_and_reran(
+        client: TestClient, tokens: Tokens) -> None:
+    # The audit trail: the token's name and id (never its secret) and how it came,
+    # in the run's trigger_meta (submit, re-run) and in the events of a decision
+    # or a cancel; the page's session is named as such.
+    ids = {t["name"]: t["id"] for t in tokens.store.list_tokens()}
+    as_exec, as_all = bearer(tokens.secrets["exec"]), bearer(tokens.secrets["all"])
+
+    def run_of(run: str) -> dict[str, Any]:
+        return dict(client.get(f"/api/executions/{run}", headers=as_all).json()["execution"])
+
+    def by_of(run: str, event_type: str) -> list[Any]:
+        events = client.get(f"/api/executions/{run}/events?type={event_type}",
+                            headers=as_all).json()["events"]
+        return [e["data"].get("by") for e in events]
+
+    body = {"command": {"argv": ["sleep", "30"]}, "requires_approval": True}
+    held = client.post("/api/jobs", json=body, headers=as_exec).json()["execution_id"]
+    assert run_of(held)["trigger_meta"]["job"]["submitted_by"] == {
+        "name": "exec", "via": "bearer", "token_id": ids["exec"]}
+    assert tokens.secrets["exec"] not in str(run_of(held))
+    # The record is not the client's to change: a PATCH cannot touch trigger_meta.
+    r = client.patch(f"/api/executions/{held}", json={"trigger_meta": {"job": {}}},
+                     headers=bearer(tokens.secrets["write"]))
+    assert r.status_code == 422 and "trigger_meta" in r.text
+    _sign_in(client, tokens.secrets["all"])
+    assert '<span class="jc-by">exec</span>' in client.get(f"/runs/{held}/job").text
+    assert client.post(f"/api/executions/{held}/reject", json={"reason": "no"},
+                       headers=as_all).status_code == 202
+    assert by_of(held, "interaction.resolved") == [
+        {"name": "all", "via": "bearer", "token_id": ids["all"]}]
+    # Through the generic resolve route, a gate is answered with the same record.
+    gated = client.post("/api/jobs", json=body, headers=as_exec).json()["execution_id"]
+    gate = client.get(f"/api/executions/{gated}/interactions",
+                      headers=as_all).json()["interactions"][0]["id"]
+    r = client.post(f"/api/executions/{gated}/interactions/{gate}/resolve",
+                    json={"action": "decline"}, headers=as_all)
+    assert r.status_code == 200, r.text
+    assert by_of(gated, "interaction.resolved") == [
+        {"name": "all", "via": "bearer", "token_id": ids["all"]}]
+    # Cancel before it started (no worker holds it), then a re-run from the page.
+    queued = client.post("/api/jobs", json=body, headers=as_all).json()["execution_id"]
+    r = client.post(f"/api/executions/{queued}/cancel", json={"reason": "wrong host"},
+                    headers=as_exec)
+    assert (r.status_code, r.json()["status"]) == (202, "cancelled")
+    assert by_of(queued, "log") == [{"name": "exec", "via": "bearer", "token_id": ids["exec"]}]
+    r = client.post(f"/runs/{queued}/rerun", data={"csrf_token": _csrf(client)})
+    assert r.status_code == 303
+    again = r.headers["location"].split("run=")[1].split("&")[0]
+    meta = run_of(again)
+    assert meta["rerun_of"] == queued
+    assert meta["trigger_meta"]["job"]["submitted_by"] == {
+        "name": "all", "via": "session", "token_id": ids["all"]}
+    assert '<span class="jc-by">all</span>' in client.get(f"/runs/{again}/job").text
+
+
 # -- no token: this machine only ----------------------------------------------
 
 def test_without_tokens_loopback_may_read_and_write(client: TestClient) -> None:

@@ -86,6 +86,8 @@ def test_a_submitted_command_runs_and_is_recorded(api: TestClient) -> None:
     assert (done["status"], done["exit_code"], done["name"]) == ("completed", 0, "greet")
     assert (done["trigger_kind"], done["code"], done["labels"]) == (
         "http", "echo 'hello world'", {"env": "test"})
+    # Who submitted it: the local user while no token exists.
+    assert done["trigger_meta"]["job"]["submitted_by"] == {"name": "local", "via": "local"}
     events = api.get(f"/api/executions/{answer['execution_id']}/events?type=stdout").json()
     assert [e["message"] for e in events["events"]] == ["hello world"]
 

@@ -84,6 +84,7 @@ def test_job_controls_approve_and_rerun_links_both_ways(page: TestClient) -> Non
     controls = page.get(f"/runs/{run}/job")
     assert controls.status_code == 200
     assert "Approve" in controls.text and "Decline" in controls.text and "Re-run" in controls.text
+    assert ' · submitted by <span class="jc-by">local</span>' in controls.text
     r = page.post(f"/runs/{run}/approve", headers=HTMX)
     assert json.loads(r.headers["HX-Location"])["path"].endswith(f"run={run}")
     _status(page, run, {"completed"})

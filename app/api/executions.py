@@ -153,7 +153,8 @@ async def resolve(request: Request) -> JSONResponse:
         if refusal is not None:
             raise ApiError("forbidden", *refusal)
     obj = await _call(request, _store(request).resolve, _execution_id(request),
-                      interaction_id, data, scope_id=_scope(request))
+                      interaction_id, data, scope_id=_scope(request),
+                      actor=principal_of(request).actor)
     return JSONResponse({"interaction": obj})
 
 

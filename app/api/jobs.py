@@ -67,8 +67,9 @@ def _accepted(answer: dict[str, Any], status: int = 202) -> JSONResponse:
 async def submit(request: Request) -> JSONResponse:
     store = _allowed(request)
     data = await read_model(request, JobSubmit)
+    who = principal_of(request)
     answer, created = await run_in_threadpool(store.submit_job, data, job_limits(request),
-                                              principal_of(request).write_scope)
+                                              who.write_scope, actor=who.actor)
     if created and answer["status"] == "queued" and _pool(request) is not None:
         _pool(request).wake()
     return _accepted(answer, 202 if created else 200)
@@ -77,8 +78,9 @@ async def submit(request: Request) -> JSONResponse:
 async def _decide(request: Request, accept: bool) -> JSONResponse:
     store = _allowed(request)
     action = await _action(request)
+    who = principal_of(request)
     answer = await run_in_threadpool(store.decide_approval, _execution_id(request), accept,
-                                     action.reason, scope_id=principal_of(request).read_scope)
+                                     action.reason, scope_id=who.read_scope, actor=who.actor)
     if accept and _pool(request) is not None:
         _pool(request).wake()
     return _accepted(answer)
@@ -96,8 +98,9 @@ async def cancel(request: Request) -> JSONResponse:
     store = _allowed(request)
     action = await _action(request)
     execution_id = _execution_id(request)
+    who = principal_of(request)
     answer, owner = await run_in_threadpool(store.cancel_job, execution_id, action.reason,
-                                            scope_id=principal_of(request).read_scope)
+                                            scope_id=who.read_scope, actor=who.actor)
     pool = _pool(request)
     if owner is not None and pool is not None and pool.worker.owner == owner:
         pool.cancel(execution_id)
@@ -107,9 +110,10 @@ async def cancel(request: Request) -> JSONResponse:
 async def rerun(request: Request) -> JSONResponse:
     store = _allowed(request)
     await _action(request)
+    who = principal_of(request)
     answer = await run_in_threadpool(store.rerun_job, _execution_id(request),
                                      job_limits(request), "http",
-                                     scope_id=principal_of(request).read_scope)
+                                     scope_id=who.read_scope, actor=who.actor)
     if answer["status"] == "queued" and _pool(request) is not None:
         _pool(request).wake()
     return _accepted(answer)

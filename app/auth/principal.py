@@ -46,6 +46,15 @@ class Principal:
         """The scope new rows are written to."""
         return self.scope_id if self.scope_id is not None else DEFAULT_SCOPE
 
+    @property
+    def actor(self) -> dict[str, str]:
+        """Who acted, as a job's record keeps it: the token's name and id (never
+        its secret), and how it came (``bearer``, ``session`` or ``local``)."""
+        who = {"name": self.name, "via": self.via}
+        if self.token_id is not None:
+            who["token_id"] = self.token_id
+        return who
+
     def sees(self, row_scope: str) -> bool:
         """True when a row of ``row_scope`` is visible to this principal."""
         return self.scope_id is None or self.scope_id == row_scope

@@ -181,12 +181,13 @@ class Store:
         return interaction_out(row), created
 
     def resolve(self, execution_id: str, interaction_id: str,
-                data: InteractionResolve, *, scope_id: str | None = None) -> dict[str, Any]:
-        """Answer an interaction."""
+                data: InteractionResolve, *, scope_id: str | None = None,
+                actor: jobs.Actor = None) -> dict[str, Any]:
+        """Answer an interaction (``actor``: who, recorded when it is a job's gate)."""
         with self._write() as (conn, log):
             # A job's approval gate queues or cancels the job (issue 5).
             row = jobs.resolve_interaction(conn, log, execution_id, interaction_id, data,
-                                           scope_id=scope_id)
+                                           scope_id=scope_id, actor=actor)
         return interaction_out(row)
 
     def interactions(self, execution_id: str, *,
@@ -336,32 +337,37 @@ class Store:
         with self.db.write_engine.begin() as conn:
             yield conn
 
+    # ``actor`` on the job methods: who acts (``Principal.actor``), kept in the
+    # job's record (trigger_meta, the approval's and the cancel's events).
     def submit_job(self, data: JobSubmit, limits: jobs.Limits, scope_id: str = "default",
-                   ) -> tuple[dict[str, Any], bool]:
+                   *, actor: jobs.Actor = None) -> tuple[dict[str, Any], bool]:
         """Queue a command (or hold it for approval); ``(answer, created)``."""
         with self._write() as (conn, log):
-            return jobs.submit(conn, log, data, limits, scope_id=scope_id)
+            return jobs.submit(conn, log, data, limits, scope_id=scope_id, actor=actor)
 
     def rerun_job(self, execution_id: str, limits: jobs.Limits,
                   trigger_kind: str = "http", *, scope_id: str | None = None,
-                  ) -> dict[str, Any]:
+                  actor: jobs.Actor = None) -> dict[str, Any]:
         """A new execution of a job's command, linked by ``rerun_of``."""
         with self._write() as (conn, log):
             return jobs.rerun(conn, log, execution_id, limits, trigger_kind,
-                              scope_id=scope_id)
+                              scope_id=scope_id, actor=actor)
 
     def decide_approval(self, execution_id: str, accept: bool,
-                        reason: str | None = None, *,
-                        scope_id: str | None = None) -> dict[str, Any]:
+                        reason: str | None = None, *, scope_id: str | None = None,
+                        actor: jobs.Actor = None) -> dict[str, Any]:
         """Approve (queue) or reject (cancel) a job waiting for approval."""
         with self._write() as (conn, log):
-            return jobs.decide(conn, log, execution_id, accept, reason, scope_id=scope_id)
+            return jobs.decide(conn, log, execution_id, accept, reason, scope_id=scope_id,
+                               actor=actor)
 
     def cancel_job(self, execution_id: str, reason: str | None = None, *,
-                   scope_id: str | None = None) -> tuple[dict[str, Any], str | None]:
+                   scope_id: str | None = None, actor: jobs.Actor = None,
+                   ) -> tuple[dict[str, Any], str | None]:
         """Cancel a job; ``(answer, lease owner to stop it or None)``."""
         with self._write() as (conn, log):
-            return jobs.request_cancel(conn, log, execution_id, reason, scope_id=scope_id)
+            return jobs.request_cancel(conn, log, execution_id, reason, scope_id=scope_id,
+                                       actor=actor)
 
     def job_view(self, execution_id: str, *,
                  scope_id: str | None = None) -> dict[str, Any] | None:

@@ -30,6 +30,9 @@ from app.store.inputs import (
 )
 from app.times import now_ms
 
+# Who acted on a job (``Principal.actor``), or None for Runyard's own doing
+# (the demo): kept in the job's record, never its secret.
+Actor = dict[str, str] | None
 # Execution text fields have these limits (see ``inputs``); a huge argv is cut
 # for display only, the job row keeps all of it.
 _CODE_MAX = 1_000_000
@@ -59,6 +62,10 @@ def job_row(conn: Connection, execution_id: str, *, for_update: bool = False) ->
     return conn.execute(stmt).mappings().first()
 
 
+def _by(actor: Actor) -> dict[str, Any]:
+    return {} if actor is None else {"by": actor}
+
+
 def not_a_job(execution_id: str) -> Conflict:
     """The 409 for cancelling or re-running a run that Runyard did not run."""
     return Conflict(f"execution {execution_id!r} is not a job: it was recorded, not run "
@@ -68,8 +75,10 @@ def not_a_job(execution_id: str) -> Conflict:
 
 def submit(conn: Connection, log: WriteLog, data: JobSubmit, limits: Limits, *,
            rerun_of: str | None = None, scope_id: str = "default",
-           ) -> tuple[dict[str, Any], bool]:
+           actor: Actor = None) -> tuple[dict[str, Any], bool]:
     """Create the execution and its job; ``({"execution_id", "status"}, created)``.
+    ``actor`` (who submitted: ``Principal.actor``) is kept in
+    ``trigger_meta.job.submitted_by``, which no route can change afterwards.
 
     The same ``idempotency_key`` again answers the existing execution instead;
     a key already used in another scope is a 409 that names nothing of that run.
@@ -92,6 +101,8 @@ def submit(conn: Connection, log: WriteLog, data: JobSubmit, limits: Limits, *,
                     "max_attempts": data.max_attempts,
                     "requires_approval": data.requires_approval,
                     "idempotency_key": data.idempotency_key}}
+    if actor is not None:
+        meta["job"]["submitted_by"] = actor
     execution, _ = execs.create(conn, log, ExecutionCreate(
         name=data.name, status="queued", trigger_kind=data.trigger_kind or "http",
         trigger_meta=meta, code=code[:_CODE_MAX], labels=data.labels, rerun_of=rerun_of,
@@ -142,8 +153,9 @@ def is_gate(conn: Connection, execution_id: str, interaction_id: str) -> bool:
 
 
 def resolve_gate(conn: Connection, log: WriteLog, execution_id: str, interaction: Any,
-                 action: str, response: Any) -> dict[str, Any]:
-    """Answer a job's approval: accept queues the job, anything else cancels it."""
+                 action: str, response: Any, actor: Actor) -> dict[str, Any]:
+    """Answer a job's approval: accept queues the job, anything else cancels it.
+    The event it appends names ``actor``, who decided."""
     now = now_ms()
     changes = {"status": "cancelled" if action == "cancel" else "resolved",
                "action": action, "response": response, "resolved_at": now}
@@ -152,7 +164,7 @@ def resolve_gate(conn: Connection, log: WriteLog, execution_id: str, interaction
     append(conn, log, execution_id, [NewEvent(
         "interaction.resolved", action,
         data={"interaction_id": interaction["id"], "action": action,
-              "status": changes["status"]})])
+              "status": changes["status"], **_by(actor)})])
     if action == "accept":
         conn.execute(update(jobs).where(jobs.c.execution_id == execution_id)
                      .values(queued_at=now))
@@ -169,18 +181,20 @@ def resolve_gate(conn: Connection, log: WriteLog, execution_id: str, interaction
 
 def resolve_interaction(conn: Connection, log: WriteLog, execution_id: str,
                         interaction_id: str, data: InteractionResolve, *,
-                        scope_id: str | None = None) -> dict[str, Any]:
+                        scope_id: str | None = None, actor: Actor = None) -> dict[str, Any]:
     """The generic resolve route: ``questions.resolve``, except that a job's gate
     is answered like ``…/approve`` and ``…/reject`` answer it."""
     execs.load(conn, execution_id, for_update=True, scope_id=scope_id)
     pending = gate(conn, execution_id, job_row(conn, execution_id, for_update=True))
     if pending is not None and pending["id"] == interaction_id:
-        return resolve_gate(conn, log, execution_id, pending, data.action, data.response)
+        return resolve_gate(conn, log, execution_id, pending, data.action, data.response,
+                            actor)
     return questions.resolve(conn, log, execution_id, interaction_id, data)
 
 
 def decide(conn: Connection, log: WriteLog, execution_id: str, accept: bool,
-           reason: str | None, *, scope_id: str | None = None) -> dict[str, Any]:
+           reason: str | None, *, scope_id: str | None = None,
+           actor: Actor = None) -> dict[str, Any]:
     """``…/approve`` and ``…/reject``; 409 ``not_awaiting_approval`` unless gated."""
     execution = execs.load(conn, execution_id, for_update=True, scope_id=scope_id)
     job = job_row(conn, execution_id, for_update=True)
@@ -190,15 +204,16 @@ def decide(conn: Connection, log: WriteLog, execution_id: str, accept: bool,
                        f"(it is {execution['status']})", {"status": execution["status"]},
                        code="not_awaiting_approval")
     resolve_gate(conn, log, execution_id, pending, "accept" if accept else "decline",
-                 {"reason": reason} if reason else None)
+                 {"reason": reason} if reason else None, actor)
     return {"execution_id": execution_id, "status": "queued" if accept else "cancelled"}
 
 
 def request_cancel(conn: Connection, log: WriteLog, execution_id: str,
                    reason: str | None, *, scope_id: str | None = None,
-                   ) -> tuple[dict[str, Any], str | None]:
+                   actor: Actor = None) -> tuple[dict[str, Any], str | None]:
     """Cancel a job: at once when no worker holds it, else by flagging the row for
-    its worker's next lease renewal. Returns the answer and the lease owner."""
+    its worker's next lease renewal. Returns the answer and the lease owner.
+    Either way an event says who asked (``actor``) and why."""
     execution = execs.load(conn, execution_id, for_update=True, scope_id=scope_id)
     job = job_row(conn, execution_id, for_update=True)
     if job is None:
@@ -207,9 +222,12 @@ def request_cancel(conn: Connection, log: WriteLog, execution_id: str,
         raise Conflict(f"execution {execution_id!r} is {execution['status']} (terminal): "
                        "there is nothing to cancel", {"status": execution["status"]},
                        code="invalid_transition")
+    asked = NewEvent("log", "cancel requested" + (f": {reason}" if reason else ""),
+                     data={"reason": reason, **_by(actor)})
     if job["lease_owner"] is None:
         conn.execute(update(jobs).where(jobs.c.execution_id == execution_id)
                      .values(queued_at=None, cancel_requested=True))
+        append(conn, log, execution_id, [asked])
         execs.patch(conn, log, execution_id, ExecutionPatch(
             status="cancelled", started_at=execution["started_at"],
             error="cancelled before it started" + (f": {reason}" if reason else "")))
@@ -217,14 +235,13 @@ def request_cancel(conn: Connection, log: WriteLog, execution_id: str,
     if not job["cancel_requested"]:
         conn.execute(update(jobs).where(jobs.c.execution_id == execution_id)
                      .values(cancel_requested=True))
-        append(conn, log, execution_id, [NewEvent(
-            "log", "cancel requested" + (f": {reason}" if reason else ""),
-            data={"reason": reason})])
+        append(conn, log, execution_id, [asked])
     return {"execution_id": execution_id, "status": execution["status"]}, job["lease_owner"]
 
 
 def rerun(conn: Connection, log: WriteLog, execution_id: str, limits: Limits,
-          trigger_kind: str, *, scope_id: str | None = None) -> dict[str, Any]:
+          trigger_kind: str, *, scope_id: str | None = None,
+          actor: Actor = None) -> dict[str, Any]:
     """A new execution of the same command, linked by ``rerun_of``, in the scope of
     the run it repeats (a reader may only re-run what it can see)."""
     execution = execs.load(conn, execution_id, scope_id=scope_id)
@@ -238,7 +255,7 @@ def rerun(conn: Connection, log: WriteLog, execution_id: str, limits: Limits,
         "max_attempts": job["max_attempts"], "trigger_kind": trigger_kind,
     })
     out, _ = submit(conn, log, data, limits, rerun_of=execution_id,
-                    scope_id=execution["scope_id"])
+                    scope_id=execution["scope_id"], actor=actor)
     return out
 
 
@@ -256,6 +273,10 @@ def job_view(conn: Connection, execution_id: str, reruns_limit: int = 20,
         select(e.id, e.status, e.created_at).where(e.rerun_of == execution_id,
                                                    e.scope_id == scope)
         .order_by(e.created_at.desc(), e.id.desc()).limit(reruns_limit)).mappings()]
+    meta = conn.execute(select(e.trigger_meta).where(e.id == execution_id)).scalar()
+    job_meta = meta.get("job") if isinstance(meta, dict) else None
+    # None for a job submitted before the record was kept (or by the demo).
+    submitted_by = job_meta.get("submitted_by") if isinstance(job_meta, dict) else None
     return {
         "execution_id": execution_id, "command": job["command"], "cwd": job["cwd"],
         "env_keys": sorted(job["env"] or {}), "timeout_s": job["timeout_s"],
@@ -264,4 +285,5 @@ def job_view(conn: Connection, execution_id: str, reruns_limit: int = 20,
         "awaiting_approval": gate(conn, execution_id, job) is not None,
         "cancel_requested": bool(job["cancel_requested"]),
         "running": job["lease_owner"] is not None, "reruns": reruns,
+        "submitted_by": submitted_by if isinstance(submitted_by, dict) else None,
     }

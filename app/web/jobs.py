@@ -121,8 +121,9 @@ async def submit(request: Request) -> Response:
     if errors:
         return render(request, "_run_form.html", {"form": values, "errors": errors},
                       status=422)
+    who = principal_of(request)
     answer, _ = await run_in_threadpool(_store(request).submit_job, data, _limits(request),
-                                        principal_of(request).write_scope)
+                                        who.write_scope, actor=who.actor)
     _wake(request)
     return _go(request, answer["execution_id"])
 
@@ -133,19 +134,22 @@ async def act(request: Request, action: str) -> Response:
         return refused
     run_id = request.path_params["run_id"]
     store = _store(request)
-    scope = principal_of(request).read_scope
+    who = principal_of(request)
+    scope, actor = who.read_scope, who.actor
     try:
         if action in ("approve", "reject"):
             await run_in_threadpool(store.decide_approval, run_id, action == "approve",
-                                    scope_id=scope)
+                                    scope_id=scope, actor=actor)
         elif action == "cancel":
-            _, owner = await run_in_threadpool(store.cancel_job, run_id, scope_id=scope)
+            _, owner = await run_in_threadpool(store.cancel_job, run_id, scope_id=scope,
+                                               actor=actor)
             runner = getattr(request.app.state, "runner", None)
             if owner is not None and runner is not None and runner.worker.owner == owner:
                 runner.cancel(run_id)
         else:
             run_id = (await run_in_threadpool(store.rerun_job, run_id, _limits(request),
-                                              "web", scope_id=scope))["execution_id"]
+                                              "web", scope_id=scope,
+                                              actor=actor))["execution_id"]
     except NotFound as exc:
         return PlainTextResponse(exc.message, status_code=404, headers=HEADERS)
     except StoreError as exc:
