@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from app.db.engine import open_database
 from app.store import Store
@@ -48,6 +48,43 @@ def test_live_rows_appear_and_update_in_place(page_and_watch: tuple[Page, Watch]
     page.keyboard.press("Escape")
     page.keyboard.press("j")
     expect(page.locator("#live-feed")).to_have_count(0)
+
+
+def test_refreshes_that_fail_while_live_raise_no_script_error(
+        page_and_watch: tuple[Page, Watch], server: Server) -> None:
+    # A live row refreshes the rail and the chart a few seconds later. When the
+    # server cannot be reached then, the failure is a toast, not an uncaught
+    # script error: before, the second request queued behind the first and
+    # htmx dropped its promise, whose rejection surfaced as "undefined".
+    page, watch = page_and_watch
+    script_errors: list[str] = []
+    page.on("pageerror", lambda e: script_errors.append(str(e)))
+    page.goto("/?live=1")
+    expect(page.locator("#live-state")).to_have_text("● Connected")
+    refused: list[str] = []
+
+    def refuse(route: Route) -> None:
+        target = route.request.headers.get("hx-target")
+        if target in ("rail", "chart"):
+            refused.append(target)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/*", refuse)
+    httpx.post(server.base + "/api/executions", json={"id": _id("refresh"), "name": "x"})
+    for _ in range(100):
+        if len(refused) >= 2:
+            break
+        page.wait_for_timeout(100)
+    page.wait_for_timeout(500)
+    assert sorted(refused) == ["chart", "rail"]
+    assert not script_errors, script_errors
+    expect(page.locator("#toast")).to_have_text("The server could not be reached")
+    # The refused requests' own console lines (the browser's and htmx's) are
+    # expected here; anything else still fails the test.
+    watch.errors[:] = [e for e in watch.errors if not e.startswith(
+        ("Failed to load resource", "htmx:afterRequest", "htmx:sendError"))]
 
 
 def test_live_drawer_appends_trace_rows(page_and_watch: tuple[Page, Watch],

@@ -23,9 +23,11 @@
     params.set("from", iso(from));
     params.set("to", iso(to));
     const url = "/?" + params.toString();
-    htmx.ajax("GET", url, { target: "#view", swap: "outerHTML" }).then(() => {
+    // A failure already shows (page.js's sendError toast); caught, it is no
+    // script error.
+    htmx.ajax("GET", url, { source: "#view", target: "#view", swap: "outerHTML" }).then(() => {
       history.pushState({ htmx: true }, "", url);
-    });
+    }, () => 0);
   }
 
   document.addEventListener("pointerdown", (e) => {

@@ -37,7 +37,10 @@
     }
     countsTimer = countsTimer || setTimeout(() => { countsTimer = null; get("#rail"); get("#chart"); }, 3000);
   }
-  const get = (t) => $(t) && htmx.ajax("GET", here(), { target: t, swap: "outerHTML" }).catch(() => 0);
+  // Each target is its own source: from one source (htmx's default, the body)
+  // a second request queues behind the first, and htmx drops the queued one's
+  // promise, so its failure (server down) is an unhandled rejection.
+  const get = (t) => $(t) && htmx.ajax("GET", here(), { source: t, target: t, swap: "outerHTML" }).catch(() => 0);
   const refreshDrawer = (ms) => { clearTimeout(drawerTimer); drawerTimer = setTimeout(() => get("#drawer[data-run-id]"), ms); };
   function onTrace(el, type, data) {
     if (type === "end") return refreshDrawer(0);

@@ -61,7 +61,9 @@
   function refresh() {
     const url = location.pathname + location.search;
     // Failures already toast (sendError below).
-    const get = (t) => htmx.ajax("GET", url, { target: t, swap: "outerHTML" }).catch(() => 0);
+    // Each its own source, so the drawer's request does not queue behind the
+    // view's (see live.js's get).
+    const get = (t) => htmx.ajax("GET", url, { source: t, target: t, swap: "outerHTML" }).catch(() => 0);
     get("#view");
     if (drawerOpen()) get("#drawer");
   }
@@ -176,6 +178,11 @@
 
   document.addEventListener("htmx:afterSettle", () => { applyColumns(); updateShown(); markOpenRow(); });
   document.addEventListener("htmx:sendError", () => toast("The server could not be reached"));
+  // htmx rejects a failed request's promise with no reason, and a request
+  // queued behind another on the same element gets a promise nobody holds:
+  // its failure would surface as an uncaught "undefined". The toast above has
+  // already said what happened.
+  window.addEventListener("unhandledrejection", (e) => { if (e.reason === undefined) e.preventDefault(); });
   document.addEventListener("htmx:responseError", (e) => {
     if (e.detail.xhr.status >= 500) toast("The server failed to answer (" + e.detail.xhr.status + ")");
   });
