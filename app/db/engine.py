@@ -68,6 +68,24 @@ class Database:
             self.read_engine.dispose()
 
 
+def bind_plain_values_fast() -> None:
+    """Bind ``None`` and ``bool`` parameters without an exception each.
+
+    Python's sqlite3 binds an exact ``int``, ``float`` or ``str`` directly, but
+    sends every other value, ``None`` and ``bool`` included, through its
+    adapter protocol: with no adapter registered it looks ``__adapt__`` up on
+    the protocol class, and that failed lookup raises (and drops) an
+    AttributeError: 1.1 us per ``None`` against 0.24 for an ``int``, 6% of a
+    bulk import's instructions, and every write binds some. A registered
+    adapter is found first: ``None`` maps to itself (``{}.get``, a C callable,
+    answers None for any key) and ``bool`` to ``int``. What is stored does not
+    change: NULL and 0/1, as before. The registry is the sqlite3 module's, so
+    this holds for the whole process; it is idempotent.
+    """
+    sqlite3.register_adapter(type(None), {}.get)
+    sqlite3.register_adapter(bool, int)
+
+
 def ensure_sqlite_folder(url: str) -> None:
     """Create the folder of a SQLite database file, so a first start just works."""
     parsed = make_url(normalize_url(url))
@@ -80,6 +98,7 @@ def open_database(url: str, read_pool_size: int = 8) -> Database:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         ensure_sqlite_folder(url)
+        bind_plain_values_fast()
         write = create_engine(url, poolclass=QueuePool, pool_size=1, max_overflow=0,
                               pool_timeout=60)
         _sqlite_listeners(write, begin="BEGIN IMMEDIATE", query_only=False)
