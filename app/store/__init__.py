@@ -373,8 +373,7 @@ class Store:
                  scope_id: str | None = None) -> dict[str, Any] | None:
         """A job's controls for the drawer (None for a run that is not a job)."""
         with self._read() as conn:
-            execs.load(conn, execution_id, scope_id=scope_id)
-            return jobs.job_view(conn, execution_id)
+            return jobs.job_view(conn, execs.load(conn, execution_id, scope_id=scope_id))
 
     def is_job_gate(self, execution_id: str, interaction_id: str, *,
                     scope_id: str | None = None) -> bool:

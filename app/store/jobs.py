@@ -259,21 +259,22 @@ def rerun(conn: Connection, log: WriteLog, execution_id: str, limits: Limits,
     return out
 
 
-def job_view(conn: Connection, execution_id: str, reruns_limit: int = 20,
+def job_view(conn: Connection, execution: Any, reruns_limit: int = 20,
              ) -> dict[str, Any] | None:
-    """What the drawer's job controls show (never the env values: they may be secrets)."""
+    """What the drawer's job controls show for ``execution`` (its row, as
+    ``executions.load`` read it); never the env values: they may be secrets."""
+    execution_id = execution["id"]
     job = job_row(conn, execution_id)
     if job is None:
         return None
     e = executions.c
     # `rerun_of` is also writable through the API, so another scope's run may
     # name this one: list only re-runs of this run's own scope.
-    scope = select(e.scope_id).where(e.id == execution_id).scalar_subquery()
     reruns = [dict(r) for r in conn.execute(
         select(e.id, e.status, e.created_at).where(e.rerun_of == execution_id,
-                                                   e.scope_id == scope)
+                                                   e.scope_id == execution["scope_id"])
         .order_by(e.created_at.desc(), e.id.desc()).limit(reruns_limit)).mappings()]
-    meta = conn.execute(select(e.trigger_meta).where(e.id == execution_id)).scalar()
+    meta = execution["trigger_meta"]
     job_meta = meta.get("job") if isinstance(meta, dict) else None
     # None for a job submitted before the record was kept (or by the demo).
     submitted_by = job_meta.get("submitted_by") if isinstance(job_meta, dict) else None
