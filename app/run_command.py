@@ -24,6 +24,11 @@ from urllib.request import Request, urlopen
 
 EXIT_BY_STATUS = {"timed_out": 124, "cancelled": 130}
 RECONNECTS = 30
+# A request refused for now (503, 429) is sent again after its Retry-After,
+# for up to this long in all; a longer wait (a full disk says 30 s) is an error
+# to show rather than a silent pause.
+RETRY_FOR_S = 30.0
+RETRY_WAIT_MAX_S = 5.0
 
 
 class ClientError(Exception):
@@ -44,22 +49,43 @@ def _auth(token: str | None) -> dict[str, str]:
 def _call(method: str, url: str, body: Any = None,
           token: str | None = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    request = Request(url, data=data, method=method,
-                      headers={"Content-Type": "application/json", "Accept": "application/json",
-                               **_auth(token)})
-    try:
-        with urlopen(request, timeout=30) as response:
-            return response.status, json.load(response)
-    except HTTPError as exc:
+    waited = 0.0
+    while True:
+        request = Request(url, data=data, method=method,
+                          headers={"Content-Type": "application/json",
+                                   "Accept": "application/json", **_auth(token)})
         try:
-            message = json.load(exc)["error"]["message"]
-        except Exception:
-            message = f"HTTP {exc.code}"
-        raise ClientError(message) from None
-    except (URLError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ClientError(f"cannot reach Runyard at {url.split('/api/')[0]} ({reason}); "
-                          "is `runyard serve --allow-exec` running?") from None
+            with urlopen(request, timeout=30) as response:
+                return response.status, json.load(response)
+        except HTTPError as exc:
+            try:
+                message = json.load(exc)["error"]["message"]
+            except Exception:
+                message = f"HTTP {exc.code}"
+            wait = _retry_after(exc)
+            if wait is None or wait > RETRY_WAIT_MAX_S or waited + wait > RETRY_FOR_S:
+                raise ClientError(message) from None
+        except (URLError, OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ClientError(f"cannot reach Runyard at {url.split('/api/')[0]} ({reason}); "
+                              "is `runyard serve --allow-exec` running?") from None
+        time.sleep(wait)
+        waited += wait
+
+
+def _retry_after(exc: HTTPError) -> float | None:
+    """Seconds to wait before sending again, or None when it should not be.
+
+    A 503 (the server is busy, or its database is) and a 429 (over the rate)
+    are answered before anything is written, so the same request may be sent
+    again after ``Retry-After``.
+    """
+    if exc.code not in (429, 503):
+        return None
+    try:
+        return max(0.1, float(exc.headers.get("Retry-After", "1")))
+    except ValueError:
+        return 1.0
 
 
 def submit(base: str, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:

@@ -34,6 +34,9 @@ class Settings:
     # bursts of up to rate_limit_burst; either at 0 turns the limit off.
     rate_limit_per_s: float = 50.0
     rate_limit_burst: int = 200
+    # Requests of one kind (read, write, exec) in the app at once; one more
+    # waits up to 0.5 s for a slot, then is a 503 `overloaded` (0: no limit).
+    max_in_flight: int = 16
     # Concurrent SSE streams per token or address (0: no limit).
     max_streams_per_client: int = 20
     # Extra engine options for tests and benchmarks (e.g. a larger read pool).

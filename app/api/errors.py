@@ -36,6 +36,7 @@ STATUS_BY_CODE = {
     "storage_unavailable": 503,
     "storage_full": 503,
     "storage_read_only": 503,
+    "overloaded": 503,
 }
 
 

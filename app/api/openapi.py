@@ -376,12 +376,14 @@ def build_document() -> dict[str, Any]:
 
 # What any route but /healthz may answer whatever its own outcome: no or a wrong
 # token (once tokens exist), a token without the role or scope, the request rate,
-# and a database that cannot take writes (disk full, read-only) or does not answer.
+# a busy server, and a database that cannot take writes (disk full, read-only)
+# or does not answer.
 COMMON_RESPONSES = {
     "401": "no token, or one that is unknown or revoked (once any token exists)",
     "403": "the token lacks the role this route needs, or the row is outside its scope",
     "429": "over the request rate of this token (or address); see Retry-After",
-    "503": "the database cannot take the write, or does not answer",
+    "503": "the server is busy (`overloaded`), or the database cannot take the write or "
+           "does not answer; see Retry-After",
 }
 
 

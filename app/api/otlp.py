@@ -48,6 +48,17 @@ def _status(content_type: str, http_status: int, code: int, message: str) -> Res
     return _encoded(Status(code=code, message=message), content_type, http_status)
 
 
+def unavailable(content_type: str, message: str, retry_after_s: int) -> Response:
+    """OTLP/HTTP's retryable 503: a ``google.rpc.Status`` (UNAVAILABLE) in the
+    request's encoding (JSON unless it was protobuf), with ``Retry-After``,
+    by which exporters back off."""
+    encoding = content_type.split(";")[0].strip().lower()
+    response = _status(decode.PROTOBUF if encoding == decode.PROTOBUF else decode.JSON, 503,
+                       _CODE_UNAVAILABLE, message)
+    response.headers["Retry-After"] = str(retry_after_s)
+    return response
+
+
 def _decode_and_map(body: bytes, content_type: str) -> Mapped:
     return map_request(decode.parse(body, content_type))
 
@@ -82,10 +93,7 @@ async def export_traces(request: Request) -> Response:
         except STORAGE_EXCEPTIONS as exc:
             if (failure := storage_failure(exc)) is None:
                 raise
-            # OTLP/HTTP: 503 is retryable; exporters back off by Retry-After.
-            unavailable = _status(content_type, 503, _CODE_UNAVAILABLE, failure.message)
-            unavailable.headers["Retry-After"] = str(failure.retry_after_s)
-            return unavailable
+            return unavailable(content_type, failure.message, failure.retry_after_s)
     answer = ExportTraceServiceResponse()
     reasons = [mapped.reason] if mapped.rejected else []
     if foreign:

@@ -28,6 +28,11 @@ from app.limits.keys import client_key
 _STREAM_PATH = re.compile(r"^/api/(?:stream|executions/[^/]+/stream)$")
 
 
+def is_stream(scope: Scope) -> bool:
+    """Whether the request opens one of the SSE streams."""
+    return scope["method"] in ("GET", "HEAD") and _STREAM_PATH.match(scope["path"]) is not None
+
+
 class StreamLimitMiddleware:
     """Counts open streams per client and refuses one over ``max_streams``."""
 
@@ -37,9 +42,7 @@ class StreamLimitMiddleware:
         self.open: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (self.max_streams <= 0 or scope["type"] != "http"
-                or scope["method"] not in ("GET", "HEAD")
-                or not _STREAM_PATH.match(scope["path"])):
+        if self.max_streams <= 0 or scope["type"] != "http" or not is_stream(scope):
             await self.app(scope, receive, send)
             return
         key = client_key(scope)

@@ -1,5 +1,6 @@
 """The page's answer when it cannot be served right now: the database fails
-(503) or the client is over its request rate (429). It says what and what to do.
+(503), the server is at capacity (503) or the client is over its request rate
+(429). It says what and what to do.
 
 ``app.api.errors`` classifies a database failure (disk full, read-only,
 unavailable) and the rate limit refuses a request; for a page path, each hands
@@ -25,6 +26,7 @@ TITLES = {
     "storage_read_only": "The database is read-only",
     "storage_unavailable": "The database is unavailable",
     "rate_limited": "Too many requests",
+    "overloaded": "The server is busy",
 }
 
 
