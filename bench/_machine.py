@@ -70,8 +70,36 @@ def reference_ms(repeat: int = 5) -> float:
     return best * 1000
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(ticks stolen, all ticks) of every CPU since boot, from ``/proc/stat``;
+    (0, 0) where there is none.
+
+    Steal is time the hypervisor gave this virtual machine's CPUs to someone
+    else while they had work: on the workplace's shared machines it has been a
+    quarter of all CPU time even when idle, and it is why one machine's figures
+    came out half or a quarter of another's for the same code.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0, 0
+    ticks = [int(f) for f in fields[1:9]]   # user nice system idle iowait irq softirq steal
+    return ticks[7], sum(ticks)
+
+
+def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Percent of all CPU time stolen by the host between two ``cpu_ticks()``."""
+    total = after[1] - before[1]
+    return 100 * (after[0] - before[0]) / total if total > 0 else 0.0
+
+
 def describe() -> str:
-    """One line: CPUs, Python, SQLite, the reference time and the load average."""
+    """One line: CPUs, Python, SQLite, the reference time, the share of CPU
+    time the host took meanwhile, and the load average."""
+    before = cpu_ticks()
+    reference = reference_ms()
+    stolen = steal_pct(before, cpu_ticks())
     return (f"{os.cpu_count()} CPUs ({cpu_model()}), Python {platform.python_version()}, "
-            f"SQLite {sqlite3.sqlite_version}; reference work {reference_ms():.0f} ms "
-            f"(bench/_machine.py; lower is faster); load average {os.getloadavg()[0]:.2f}")
+            f"SQLite {sqlite3.sqlite_version}; reference work {reference:.0f} ms "
+            f"(bench/_machine.py; lower is faster; {stolen:.0f}% of CPU time stolen by "
+            f"the host meanwhile); load average {os.getloadavg()[0]:.2f}")

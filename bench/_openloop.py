@@ -33,6 +33,7 @@ class RouteStats:
     sent: int = 0
     errors: int = 0
     timeouts: int = 0      # of the errors: no answer within the client's timeout
+    refused: int = 0       # of the errors: 503, the server too busy (or storage failing)
     warmup_sent: int = 0
     warmup_errors: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -59,6 +60,7 @@ class Recorder:
             stats.sent += 1
             stats.errors += not ok
             stats.timeouts += isinstance(error, TimeoutError)
+            stats.refused += response is not None and response.status == 503
             stats.latencies.append((time.monotonic() - due) * 1000)
         if not ok and len(stats.samples) < ERROR_SAMPLES:
             stats.samples.append(

@@ -7,19 +7,20 @@ import argparse
 import statistics
 from typing import Any
 
+from bench._machine import steal_pct
 from bench._openloop import pct
 
 INGEST_TARGET, PAGE_TARGET, RSS_TARGET_PCT = 300, 20, 10.0
 
 
 def _routes(facts: dict[str, Any], seconds: float) -> list[str]:
-    rows = ["| route | sent | /s | errors (timeouts) | p50 ms | p95 ms | p99 ms | max ms |",
+    rows = ["| route | sent | /s | errors (timeouts, 503s) | p50 ms | p95 ms | p99 ms | max ms |",
             "|---|---|---|---|---|---|---|---|"]
     for load in facts["loads"]:
         for name, s in sorted(load["routes"].items()):
             lat = sorted(s["latencies"]) or [0.0]
             rows.append(f"| {name} | {s['sent']:,} | {s['sent'] / seconds:.1f} "
-                        f"| {s['errors']} ({s['timeouts']}) "
+                        f"| {s['errors']} ({s['timeouts']}, {s.get('refused', 0)}) "
                         f"| {pct(lat, 50):.1f} | {pct(lat, 95):.1f} | {pct(lat, 99):.1f} "
                         f"| {lat[-1]:.0f} |")
     return rows
@@ -128,7 +129,8 @@ def _memory(facts: dict[str, Any]) -> tuple[list[str], float]:
         f"{last['RssAnon'] / mb:.0f} MB ({anon:+.1f}%), file-backed (code, SQLite's mmap "
         f"of the database) {first['RssFile'] / mb:.0f} → {last['RssFile'] / mb:.0f} MB",
         f"- server CPU: {cpu:.0f} s over {window:.0f} s = {100 * cpu / window:.0f}% of one "
-        "core",
+        f"core; CPU time stolen by the host over the window: "
+        f"{steal_pct(first['ticks'], last['ticks']):.0f}% of the machine's",
         f"- load average (1 min) during the run: min {min(loads):.2f}, mean "
         f"{statistics.mean(loads):.2f}, max {max(loads):.2f} (before: "
         f"{facts['load_before'][0]:.2f})",

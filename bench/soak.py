@@ -53,7 +53,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._http import Pool
-from bench._machine import describe
+from bench._machine import cpu_ticks, describe
 from bench._openloop import Recorder, open_loop
 from bench._server import (
     ROOT,
@@ -208,7 +208,7 @@ def run_load(args: argparse.Namespace, port: int, pid: int, read_h: dict[str, st
     while (now := time.monotonic()) < window[2]:
         mem = memory_kb(pid)
         samples.append({"t": now - window[1], "cpu": cpu_s(pid), "load": os.getloadavg()[0],
-                        **mem})
+                        "ticks": cpu_ticks(), **mem})
         if args.profile and spy is None and now >= window[1] + 10:
             spy = profile(pid, Path(args.profile).resolve(), args.profile_seconds)
         if len(samples) % 60 == 0:
@@ -217,7 +217,7 @@ def run_load(args: argparse.Namespace, port: int, pid: int, read_h: dict[str, st
                   f"load {samples[-1]['load']:.2f}", flush=True)
         time.sleep(1)
     samples.append({"t": time.monotonic() - window[1], "cpu": cpu_s(pid),
-                    "load": os.getloadavg()[0], **memory_kb(pid)})
+                    "load": os.getloadavg()[0], "ticks": cpu_ticks(), **memory_kb(pid)})
     loads = [load_out.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(30)
