@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,3 +50,40 @@ def test_submit_watch_and_cancel_from_the_page(browser: Browser, exec_server: Se
         assert not watch.errors, watch.errors
     finally:
         page.context.close()
+
+
+def test_a_busy_server_keeps_the_run_form_filled_in(browser: Browser, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # One exec request at a time, and one held: its body never arrives.
+    monkeypatch.setenv("RUNYARD_MAX_IN_FLIGHT", "1")
+    with running_server(f"sqlite:///{tmp_path / 'busy.db'}", "--allow-exec") as base:
+        port = int(base.rsplit(":", 1)[1])
+        page, watch = _open(browser, Server(base, None))  # type: ignore[arg-type]
+        try:
+            page.goto("/")
+            page.click("#run-form summary")
+            page.fill("#run-form input[name=command]", "echo refused for now")
+            page.fill("#run-form input[name=name]", "patient")
+            page.check("#run-form input[name=approval]")
+            with socket.create_connection(("127.0.0.1", port)) as held:
+                held.sendall(f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                             "Content-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+                             .encode())
+                time.sleep(0.5)   # the held request has its slot
+                page.click("#run-form button[type=submit]")
+                error = page.locator("#run-form .rf-error")
+                expect(error).to_contain_text("The server is busy: it is answering 1 exec "
+                                              "requests")
+                expect(page.locator("#run-form input[name=command]")).to_have_value(
+                    "echo refused for now")
+                expect(page.locator("#run-form input[name=name]")).to_have_value("patient")
+                expect(page.locator("#run-form input[name=approval]")).to_be_checked()
+            # The slot is free again: the same form, sent again, is accepted.
+            page.click("#run-form button[type=submit]")
+            expect(page.locator("#d-status")).to_contain_text("waiting")
+            runs = httpx.get(f"{base}/api/executions").json()["executions"]
+            assert [r["name"] for r in runs] == ["patient"]
+            # The refusal was a 503 (the console says so); nothing else failed.
+            assert all("503" in e for e in watch.errors), watch.errors
+        finally:
+            page.context.close()

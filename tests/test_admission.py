@@ -112,7 +112,8 @@ def test_one_over_the_cap_waits_then_is_refused_and_never_reaches_the_app() -> N
         error = json.loads(body)["error"]
         assert error["code"] == "overloaded"
         assert error["detail"] == {"kind": "write", "max_in_flight": 2, "retry_after_s": 1}
-        assert "2 write requests are being answered" in error["message"]
+        assert error["message"] == ("the server is busy: it is answering 2 write requests, "
+                                    "as many as it takes at once; retry in 1 s")
         assert inner.entered == 2          # the refused one never reached the app
 
         # Other kinds have their own caps: reading and running jobs go on.
@@ -230,7 +231,8 @@ def test_the_page_and_otlp_get_their_own_answers(sqlite_url: str) -> None:
         assert status == 503 and headers["retry-after"] == "1"
         assert headers["content-type"].startswith("text/html")
         assert "<!doctype html>" in text and 'role="alert"' in text
-        assert "The server is busy: the server is busy: 1 read requests" in text
+        assert ("The server is busy: it is answering 1 read requests, as many as it takes "
+                "at once; retry in 1 s") in text
 
         status, headers, body = await _call(admission, _scope(
             "GET", "/runs", app, {"HX-Request": "true", "HX-Target": "view"}))

@@ -121,8 +121,10 @@ class AdmissionMiddleware:
             self._logged = now
 
     def _refusal(self, scope: Scope, kind: str) -> Response:
-        message = (f"the server is busy: {self.max_in_flight} {kind} requests are being "
-                   f"answered, the most it takes at once; retry in {RETRY_AFTER_S} s")
+        # The page puts its title ("The server is busy") before the reason.
+        reason = (f"it is answering {self.max_in_flight} {kind} requests, as many as it "
+                  f"takes at once; retry in {RETRY_AFTER_S} s")
+        message = f"the server is busy: {reason}"
         path = scope["path"]
         if path.startswith("/v1/"):
             content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
@@ -130,7 +132,7 @@ class AdmissionMiddleware:
         # Starlette puts the app in the scope; a bare middleware stack (tests) has none.
         page_error = getattr(getattr(scope.get("app"), "state", None), "page_error", None)
         if page_error is not None and not path.startswith(JSON_PREFIXES):
-            page: Response = page_error(Request(scope), "overloaded", message, status=503,
+            page: Response = page_error(Request(scope), "overloaded", reason, status=503,
                                         retry_after_s=RETRY_AFTER_S)
             return page
         response = error_response(

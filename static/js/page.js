@@ -176,6 +176,26 @@
   document.addEventListener("htmx:beforeRequest", (e) => { if (helpForSubmitted(e)) e.preventDefault(); });
   document.addEventListener("htmx:beforeSwap", (e) => { if (helpForSubmitted(e)) e.detail.shouldSwap = false; });
 
+  // A Run form refused for now (the server busy, its database failing, the
+  // rate limit) comes back empty, because the server never read it: put back
+  // what was typed, so that trying again is one click.
+  let typed = null;
+  document.addEventListener("htmx:beforeSwap", (e) => {
+    const form = e.detail.target && e.detail.target.id === "run-form" ? e.detail.target.querySelector("form") : null;
+    typed = form && [429, 503].includes(e.detail.xhr.status) ? new FormData(form) : null;
+  });
+  document.addEventListener("htmx:afterSwap", () => {
+    const form = typed && $("#run-form form");
+    if (form) {
+      for (const [name, value] of typed) {
+        const field = form.elements.namedItem(name);
+        if (!(field instanceof HTMLInputElement) || name === "csrf_token") continue;
+        if (field.type === "checkbox") field.checked = true; else field.value = value;
+      }
+    }
+    typed = null;
+  });
+
   document.addEventListener("htmx:afterSettle", () => { applyColumns(); updateShown(); markOpenRow(); });
   document.addEventListener("htmx:sendError", () => toast("The server could not be reached"));
   // htmx rejects a failed request's promise with no reason, and a request
