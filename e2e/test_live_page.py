@@ -87,6 +87,52 @@ def test_refreshes_that_fail_while_live_raise_no_script_error(
         ("Failed to load resource", "htmx:afterRequest", "htmx:sendError"))]
 
 
+def test_a_refresh_the_server_turns_away_keeps_the_counts_and_tries_again(
+        page_and_watch: tuple[Page, Watch], server: Server) -> None:
+    # A busy server answers the rail's and chart's background refresh with the
+    # page's 503. Nobody asked for that refresh: the rail and chart stay as
+    # they were (no error box in their place, no toast) and are asked again.
+    page, watch = page_and_watch
+    page.goto("/?live=1")
+    expect(page.locator("#live-state")).to_have_text("● Connected")
+    facets = page.locator("#rail a").count()
+    asked: list[str] = []
+
+    def busy(route: Route) -> None:
+        target = route.request.headers.get("hx-target")
+        if target in ("rail", "chart") and route.request.headers.get("x-live-refresh"):
+            asked.append(target)
+            route.fulfill(status=503, headers={"Retry-After": "1"}, content_type="text/html",
+                          body=f'<div id="{target}" class="error-state" role="alert" '
+                               'data-code="overloaded"><h2>The server is busy</h2></div>')
+        else:
+            route.continue_()
+
+    page.route("**/*", busy)
+    httpx.post(server.base + "/api/executions", json={"id": _id("busy"), "name": "x"})
+    for _ in range(150):   # refreshed 3 s after the row, and again 3 s after the refusal
+        if asked.count("rail") >= 2 and asked.count("chart") >= 2:
+            break
+        page.wait_for_timeout(100)
+    assert asked.count("rail") >= 2 and asked.count("chart") >= 2, asked
+    expect(page.locator(".error-state")).to_have_count(0)
+    assert page.locator("#rail a").count() == facets
+    expect(page.locator("#toast")).not_to_contain_text("failed to answer")
+    # Once the server takes them again, the next try is swapped in.
+    answered: list[int] = []
+    page.on("response", lambda r: r.request.headers.get("hx-target") == "rail"
+            and answered.append(r.status))
+    page.unroute("**/*", busy)
+    for _ in range(100):
+        if 200 in answered:
+            break
+        page.wait_for_timeout(100)
+    assert 200 in answered, answered
+    expect(page.locator(".error-state")).to_have_count(0)
+    expect(page.locator("#rail a").first).to_be_visible()
+    watch.errors[:] = [e for e in watch.errors if not e.startswith("Failed to load resource")]
+
+
 def test_live_drawer_appends_trace_rows(page_and_watch: tuple[Page, Watch],
                                         server: Server) -> None:
     page, _ = page_and_watch

@@ -10,6 +10,7 @@
   const here = () => location.pathname + location.search;
   const withParam = (href, k, v) => { const u = new URL(href, location.href); u.searchParams.set(k, v); return u.pathname + u.search; };
   let since = null, pending = [], countsTimer = null, drawerTimer = null;
+  const REFRESH = "X-Live-Refresh";  // marks live.js's own background refreshes
   const bump = (sel) => { const el = $(sel); if (el) el.textContent = (+el.textContent.replace(/\D/g, "") + 1).toLocaleString(); };
   const created = (tr) => Date.parse(tr.querySelector("time")?.dateTime || 0);
   function insertTop(rows) {
@@ -35,13 +36,24 @@
       if (top && (qs().get("sort") || "created_at:desc") === "created_at:desc") insertTop([tr]);
       else if (!pending.some((p) => p.id === tr.id)) { pending.push(tr); showPending(); }
     }
-    countsTimer = countsTimer || setTimeout(() => { countsTimer = null; get("#rail"); get("#chart"); }, 3000);
+    refreshCounts();
   }
+  const refreshCounts = () => { countsTimer = countsTimer || setTimeout(() => { countsTimer = null; get("#rail"); get("#chart"); }, 3000); };
   // Each target is its own source: from one source (htmx's default, the body)
   // a second request queues behind the first, and htmx drops the queued one's
   // promise, so its failure (server down) is an unhandled rejection.
-  const get = (t) => $(t) && htmx.ajax("GET", here(), { source: t, target: t, swap: "outerHTML" }).catch(() => 0);
+  const get = (t) => $(t) && htmx.ajax("GET", here(), { source: t, target: t, swap: "outerHTML", headers: { [REFRESH]: "1" } }).catch(() => 0);
   const refreshDrawer = (ms) => { clearTimeout(drawerTimer); drawerTimer = setTimeout(() => get("#drawer[data-run-id]"), ms); };
+  // A refresh turned away for now (the server busy or over the rate: 503,
+  // 429) keeps what is shown and tries again later: nobody asked for it, and
+  // an error in its place would only hide the counts or the run.
+  on("htmx:beforeSwap", (e) => {
+    const d = e.detail;
+    if (![429, 503].includes(d.xhr.status) || !(d.requestConfig && d.requestConfig.headers[REFRESH])) return;
+    d.shouldSwap = false;
+    d.isError = false;
+    if (d.target.id === "drawer") refreshDrawer(3000); else refreshCounts();
+  });
   function onTrace(el, type, data) {
     if (type === "end") return refreshDrawer(0);
     const f = frag(data);
