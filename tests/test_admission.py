@@ -181,6 +181,23 @@ def test_streams_and_public_paths_are_not_counted(method: str, path: str) -> Non
     asyncio.run(scenario())
 
 
+def test_the_same_middleware_serves_one_loop_after_another() -> None:
+    # An app served twice (a test client opened twice) runs on two loops; a
+    # semaphore that waited on the first must not be reused on the second.
+    inner = Held()
+    admission = AdmissionMiddleware(inner, max_in_flight=1, wait_s=0.01)
+
+    async def overload() -> int:
+        inner.gate = asyncio.Event()
+        held = await _hold(admission, inner, WRITE)
+        status = (await _call(admission, _scope(*WRITE)))[0]
+        inner.gate.set()
+        await asyncio.gather(*held)
+        return status
+
+    assert [asyncio.run(overload()) for _ in range(2)] == [503, 503]
+
+
 def test_zero_turns_admission_control_off() -> None:
     async def scenario() -> None:
         inner = Held()

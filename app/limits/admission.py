@@ -64,6 +64,7 @@ class AdmissionMiddleware:
         self.max_in_flight = max_in_flight
         self.wait_s = wait_s
         self.clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.slots: dict[str, asyncio.Semaphore] = {}
         self.in_flight: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()   # since the last warning
@@ -90,6 +91,11 @@ class AdmissionMiddleware:
 
     async def _enter(self, kind: str) -> bool:
         """Take a slot of ``kind``, waiting up to ``wait_s`` for one: whether it did."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # A semaphore belongs to the loop it first waited on. One server
+            # has one loop; an app served again (tests) starts afresh.
+            self._loop, self.slots, self.in_flight = loop, {}, Counter()
         slots = self.slots.get(kind)
         if slots is None:
             slots = self.slots[kind] = asyncio.Semaphore(self.max_in_flight)
