@@ -75,9 +75,10 @@ def cpu_ticks() -> tuple[int, int]:
     (0, 0) where there is none.
 
     Steal is time the hypervisor gave this virtual machine's CPUs to someone
-    else while they had work: on the workplace's shared machines it has been a
-    quarter of all CPU time even when idle, and it is why one machine's figures
-    came out half or a quarter of another's for the same code.
+    else while they had work. On one of the workplace's shared machines it was
+    27% of all CPU time since boot, most of that time idle: a likely reason
+    why one machine's figures came out half or a quarter of another's for the
+    same code.
     """
     try:
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
