@@ -49,11 +49,11 @@ def _auth(token: str | None) -> dict[str, str]:
 def _call(method: str, url: str, body: Any = None,
           token: str | None = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
+    request = Request(url, data=data, method=method,
+                      headers={"Content-Type": "application/json", "Accept": "application/json",
+                               **_auth(token)})
     waited = 0.0
     while True:
-        request = Request(url, data=data, method=method,
-                          headers={"Content-Type": "application/json",
-                                   "Accept": "application/json", **_auth(token)})
         try:
             with urlopen(request, timeout=30) as response:
                 return response.status, json.load(response)

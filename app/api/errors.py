@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
 
 from app.store.errors import STORAGE_EXCEPTIONS, StorageFailure, StoreError, storage_failure
 
@@ -97,6 +98,24 @@ def storage_response(failure: StorageFailure) -> JSONResponse:
 JSON_PREFIXES = ("/api/", "/v1/", "/healthz")
 
 
+def refusal(scope: Scope, code: str, message: str, detail: dict[str, Any], *, status: int,
+            retry_after_s: int, page_message: str | None = None) -> Response:
+    """A request turned away for now (a failing database, a busy server, the
+    request rate), with ``Retry-After``: on the page's paths the page's own
+    error (``app.state.page_error``, wired by the app factory, so this layer
+    needs no web import), which shows ``page_message`` (default ``message``)
+    after its title; on the API's, the JSON error."""
+    # Starlette puts the app in the scope; a bare middleware stack (tests) has none.
+    page_error = getattr(getattr(scope.get("app"), "state", None), "page_error", None)
+    if page_error is not None and not scope["path"].startswith(JSON_PREFIXES):
+        page: Response = page_error(Request(scope), code, page_message or message,
+                                    status=status, retry_after_s=retry_after_s)
+        return page
+    response = error_response(code, message, detail, status=status)
+    response.headers["Retry-After"] = str(retry_after_s)
+    return response
+
+
 async def _storage_error(request: Request, exc: Exception) -> Response:
     failure = storage_failure(exc)
     if failure is None:         # a failing query, not a failing database: a bug
@@ -105,12 +124,8 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
     cause = getattr(exc, "orig", None) or exc
     log.warning("%s %s: %s (%s: %s)", request.method, request.url.path, failure.code,
                 type(cause).__name__, (str(cause).strip().splitlines() or [""])[0])
-    page_error = getattr(request.app.state, "page_error", None)
-    if page_error is not None and not request.url.path.startswith(JSON_PREFIXES):
-        page: Response = page_error(request, failure.code, failure.message, status=503,
-                                    retry_after_s=failure.retry_after_s)
-        return page
-    return storage_response(failure)
+    return refusal(request.scope, failure.code, failure.message, failure.detail, status=503,
+                   retry_after_s=failure.retry_after_s)
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -1,7 +1,8 @@
 """Who is asking, and may they: the one gate in front of every route.
 
 Pure ASGI (not ``BaseHTTPMiddleware``), so SSE streams pass through unbuffered.
-It leaves the principal at ``scope["runyard.principal"]`` for every layer.
+It leaves the principal at ``scope["runyard.principal"]`` and the role the
+request needs at ``scope["runyard.role"]`` for every later layer.
 
 - **No active token** (a fresh install): a loopback client is ``LOCAL`` (all
   roles; running commands still needs ``--allow-exec``). Any other client is
@@ -33,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import ApiError, error_response, storage_response
 from app.auth.authenticator import Authenticator
-from app.auth.policy import PUBLIC, required_role
+from app.auth.policy import PUBLIC, ROLE_KEY, required_role
 from app.auth.principal import LOCAL, SCOPE_KEY, Principal
 from app.auth.session import COOKIE_NAME, CSRF_FIELD, CSRF_HEADER
 from app.exec_policy import is_loopback
@@ -85,7 +86,7 @@ class AuthMiddleware:
         """The refusal (or None, the principal then set in ``scope``), and the
         ``receive`` to go on with (a form read for its CSRF field is replayed)."""
         method, path = scope["method"], scope["path"]
-        role = required_role(method, path)
+        role = scope[ROLE_KEY] = required_role(method, path)
         headers = Headers(scope=scope)
         if not await auth.has_tokens():
             if role != PUBLIC and (refusal := _local_refusal(scope, headers)) is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 PUBLIC = "public"
 _ANY = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -41,6 +42,17 @@ RULES: tuple[tuple[frozenset[str], str, str], ...] = (
 DEFAULT_ROLE = "read"
 
 _COMPILED = tuple((methods, re.compile(pattern + "/?"), role) for methods, pattern, role in RULES)
+
+
+# Where the auth middleware leaves the role it looked up, for later layers.
+ROLE_KEY = "runyard.role"
+
+
+def role_of(scope: dict[str, Any]) -> str:
+    """The role a request needs, as the auth middleware found it (looked up
+    here when it did not run: a bare middleware stack)."""
+    role = scope.get(ROLE_KEY)
+    return role if role is not None else required_role(scope["method"], scope["path"])
 
 
 def required_role(method: str, path: str) -> str:

@@ -37,13 +37,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.errors import JSON_PREFIXES, error_response
+from app.api.errors import refusal
 from app.api.otlp import unavailable
-from app.auth.policy import PUBLIC, required_role
+from app.auth.policy import PUBLIC, role_of
 from app.limits.streams import is_stream
 
 log = logging.getLogger("runyard.limits")
@@ -74,7 +73,7 @@ class AdmissionMiddleware:
         if self.max_in_flight <= 0 or scope["type"] != "http" or is_stream(scope):
             await self.app(scope, receive, send)
             return
-        kind = required_role(scope["method"], scope["path"])
+        kind = role_of(scope)
         if kind == PUBLIC:
             await self.app(scope, receive, send)
             return
@@ -131,19 +130,10 @@ class AdmissionMiddleware:
         reason = (f"it is answering {self.max_in_flight} {kind} requests, as many as it "
                   f"takes at once; retry in {RETRY_AFTER_S} s")
         message = f"the server is busy: {reason}"
-        path = scope["path"]
-        if path.startswith("/v1/"):
+        if scope["path"].startswith("/v1/"):
             content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
             return unavailable(content_type, message, RETRY_AFTER_S)
-        # Starlette puts the app in the scope; a bare middleware stack (tests) has none.
-        page_error = getattr(getattr(scope.get("app"), "state", None), "page_error", None)
-        if page_error is not None and not path.startswith(JSON_PREFIXES):
-            page: Response = page_error(Request(scope), "overloaded", reason, status=503,
-                                        retry_after_s=RETRY_AFTER_S)
-            return page
-        response = error_response(
-            "overloaded", message,
-            {"kind": kind, "max_in_flight": self.max_in_flight,
-             "retry_after_s": RETRY_AFTER_S}, status=503)
-        response.headers["Retry-After"] = str(RETRY_AFTER_S)
-        return response
+        return refusal(scope, "overloaded", message,
+                       {"kind": kind, "max_in_flight": self.max_in_flight,
+                        "retry_after_s": RETRY_AFTER_S},
+                       status=503, retry_after_s=RETRY_AFTER_S, page_message=reason)

@@ -32,11 +32,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.errors import JSON_PREFIXES, error_response
+from app.api.errors import refusal
 from app.limits.keys import client_key
 
 MAX_KEYS = 100_000
@@ -106,15 +105,7 @@ class RateLimitMiddleware:
         assert self.buckets is not None
         per_s, burst = self.buckets.per_s, self.buckets.burst
         limit = f"the limit is {per_s:g} per second (bursts of {burst}); retry in {retry} s"
-        # Starlette puts the app in the scope; a bare middleware stack (tests) has none.
-        page_error = getattr(getattr(scope.get("app"), "state", None), "page_error", None)
-        if page_error is not None and not scope["path"].startswith(JSON_PREFIXES):
-            # Titled "Too many requests" by the page.
-            page: Response = page_error(Request(scope), "rate_limited", limit, status=429,
-                                        retry_after_s=retry)
-            return page
-        response = error_response(
-            "rate_limited", f"too many requests: {limit}",
-            {"limit_per_s": per_s, "burst": burst, "retry_after_s": retry}, status=429)
-        response.headers["Retry-After"] = str(retry)
-        return response
+        # The page titles it "Too many requests".
+        return refusal(scope, "rate_limited", f"too many requests: {limit}",
+                       {"limit_per_s": per_s, "burst": burst, "retry_after_s": retry},
+                       status=429, retry_after_s=retry, page_message=limit)
