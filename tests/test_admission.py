@@ -165,6 +165,78 @@ def test_the_count_goes_down_however_a_request_ends() -> None:
     asyncio.run(scenario())
 
 
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_queue_that_has_stood_too_long_gets_the_short_wait() -> None:
+    async def scenario() -> None:
+        inner, clock = Held(), Clock()
+        admission = AdmissionMiddleware(inner, max_in_flight=1, wait_s=10, busy_wait_s=0.05,
+                                        busy_after_s=2, clock=clock)
+        held = await _hold(admission, inner, WRITE)
+        first = asyncio.create_task(_call(admission, _scope(*WRITE)))   # the queue starts
+        await _until(lambda: admission.waiting["write"] == 1)
+
+        clock.now = 1.9        # a burst so far: the long wait still
+        second = asyncio.create_task(_call(admission, _scope(*WRITE)))
+        await asyncio.sleep(0.1)
+        assert not second.done()
+
+        clock.now = 2.0        # the queue has stood for 2 s: overload
+        started = time.monotonic()
+        assert (await _call(admission, _scope(*WRITE)))[0] == 503
+        assert time.monotonic() - started < 1
+        # Those that came before it keep the wait they came with.
+        assert not first.done() and not second.done()
+        inner.gate.set()
+        assert [(await t)[0] for t in (*held, first, second)] == [200, 200, 200]
+        assert admission.waiting["write"] == 0
+
+        # Served empty, the queue is a new one: the next waits long again.
+        clock.now = 5.0
+        inner.gate = asyncio.Event()
+        held = await _hold(admission, inner, WRITE)
+        third = asyncio.create_task(_call(admission, _scope(*WRITE)))
+        await asyncio.sleep(0.1)    # twice the short wait
+        inner.gate.set()
+        assert [(await t)[0] for t in (*held, third)] == [200, 200]
+
+    asyncio.run(scenario())
+
+
+def test_a_slot_found_free_ends_a_standing_queue() -> None:
+    async def scenario() -> None:
+        inner, clock = Held(), Clock()
+        admission = AdmissionMiddleware(inner, max_in_flight=1, wait_s=0.3, busy_wait_s=0.01,
+                                        busy_after_s=1, clock=clock)
+        held = await _hold(admission, inner, WRITE)
+        assert (await _call(admission, _scope(*WRITE)))[0] == 503   # after the long wait
+        clock.now = 1.5
+        started = time.monotonic()
+        assert (await _call(admission, _scope(*WRITE)))[0] == 503   # standing: the short one
+        assert time.monotonic() - started < 0.2
+
+        inner.gate.set()
+        await asyncio.gather(*held)
+        assert (await _call(admission, _scope(*WRITE)))[0] == 200   # a slot free at once
+        inner.gate = asyncio.Event()
+        held = await _hold(admission, inner, WRITE)
+        clock.now = 1.6
+        waiting = asyncio.create_task(_call(admission, _scope(*WRITE)))
+        await asyncio.sleep(0.1)    # ten times the short wait, within the long one
+        inner.gate.set()
+        assert [(await t)[0] for t in (*held, waiting)] == [200, 200]
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize(("method", "path"), [
     ("GET", "/api/stream"), ("GET", "/api/executions/r1/stream"), ("GET", "/healthz"),
     ("GET", "/static/app.css"), ("POST", "/signin"), ("POST", "/signout")])

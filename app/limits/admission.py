@@ -1,19 +1,35 @@
 """Admission control: at most ``max_in_flight`` requests of a kind in the app
-at once; one more waits its turn for up to half a second, and is then
-answered 503 ``overloaded`` with ``Retry-After``.
+at once; one more waits its turn, for up to two seconds while the queue keeps
+emptying and half a second once it has stood for two, and is then answered
+503 ``overloaded`` with ``Retry-After``.
 
 Why: a server sent more work than it can do otherwise accepts it all and works
 on every request together. Each then takes longer, clients time out and give
 up, and the server goes on working, in order, on answers nobody reads (the
 soak of issue 7 saw ~9,000 requests in flight and one in ten answered in time).
 With a cap, what is admitted is answered about as fast as the server can, and
-the rest learn within half a second, before their body is read, to come back
-later. The short wait absorbs bursts and pauses (a checkpoint, a collection)
-that a healthy server catches up on, so they cost no refusals. The default cap
-is small: the database works on only a few requests at once (one SQLite
-writer, eight readers), so more in the app adds waiting, not throughput.
-uvicorn's ``--limit-concurrency`` counts connections, SSE streams and
-idle keep-alive ones included, so it cannot tell a busy server from a watched one.
+the rest learn soon (half a second under sustained overload), before their
+body is read, to come back later.
+
+How long to wait tells a burst from overload, after CoDel as Facebook's
+servers use it (Maurer, "Fail at Scale", ACM Queue 13(8), 2015). A queue that
+is served empty now and then holds a burst or a pause (a checkpoint, a
+collection) that the server catches up on, so a request may wait up to
+``wait_s`` rather than be refused. A queue that has not been served empty, nor
+a slot found free, for ``busy_after_s`` holds more work than the server can
+do, so new requests wait only ``busy_wait_s`` and the queue stays short.
+Refusals do not empty it: they say the server is behind, not that it caught
+up. With one short wait for both, a server that kept up on average still
+refused a few requests in each stall longer than the wait (the eighth
+session's soak: 111 of 180,000 at 102% of a core). The queue itself is
+asyncio's ``Semaphore`` (first come, first served); this only picks each
+waiter's timeout as it arrives.
+
+The default cap is small: the database works on only a few requests at once
+(one SQLite writer, eight readers), so more in the app adds waiting, not
+throughput. uvicorn's ``--limit-concurrency`` counts connections, SSE streams
+and idle keep-alive ones included, so it cannot tell a busy server from a
+watched one.
 
 Kinds are the role a request needs (``app.auth.policy``): ``write`` (recording
 runs: the JSON API and OTLP), ``read`` (the page and the read API) and
@@ -48,24 +64,35 @@ from app.limits.streams import is_stream
 log = logging.getLogger("runyard.limits")
 
 RETRY_AFTER_S = 1
-# How long a request over the cap waits for a slot before it is refused.
-WAIT_S = 0.5
+# How long a request over the cap waits for a slot before it is refused: while
+# the kind's queue keeps emptying, and once it has not emptied for BUSY_AFTER_S.
+WAIT_S = 2.0
+BUSY_WAIT_S = 0.5
+BUSY_AFTER_S = 2.0
 LOG_EVERY_S = 10.0
 
 
 class AdmissionMiddleware:
     """Counts the requests of each kind in the app; one over the cap waits its
-    turn for up to ``wait_s``, then is refused."""
+    turn for up to ``wait_s`` (``busy_wait_s`` once the kind's queue has not
+    emptied for ``busy_after_s``), then is refused."""
 
     def __init__(self, app: ASGIApp, max_in_flight: int, wait_s: float = WAIT_S,
+                 busy_wait_s: float = BUSY_WAIT_S, busy_after_s: float = BUSY_AFTER_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
         self.max_in_flight = max_in_flight
         self.wait_s = wait_s
+        self.busy_wait_s = busy_wait_s
+        self.busy_after_s = busy_after_s
         self.clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self.slots: dict[str, asyncio.Semaphore] = {}
         self.in_flight: Counter[str] = Counter()
+        self.waiting: Counter[str] = Counter()
+        # Since when requests of a kind have had to queue, without the queue
+        # being served empty or a slot found free in between.
+        self._queued_since: dict[str, float] = {}
         self._refused: Counter[str] = Counter()   # since the last warning
         self._logged = float("-inf")
 
@@ -89,27 +116,47 @@ class AdmissionMiddleware:
             self._leave(kind)
 
     async def _enter(self, kind: str) -> bool:
-        """Take a slot of ``kind``, waiting up to ``wait_s`` for one: whether it did."""
+        """Take a slot of ``kind``, waiting for one as long as the queue allows:
+        whether it did."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             # A semaphore belongs to the loop it first waited on. One server
             # has one loop; an app served again (tests) starts afresh.
             self._loop, self.slots, self.in_flight = loop, {}, Counter()
+            self.waiting, self._queued_since = Counter(), {}
         slots = self.slots.get(kind)
         if slots is None:
             slots = self.slots[kind] = asyncio.Semaphore(self.max_in_flight)
         if not slots.locked():
             await slots.acquire()   # at once: no timer for the usual case
-        else:
-            try:
-                # First come, first served; a wait cut short by the timeout (or
-                # the client going away) gives back a slot handed over meanwhile.
-                async with asyncio.timeout(self.wait_s):
-                    await slots.acquire()
-            except TimeoutError:
-                return False
+            self._queued_since.pop(kind, None)
+        elif not await self._wait(kind, slots):
+            return False
         self.in_flight[kind] += 1
         return True
+
+    async def _wait(self, kind: str, slots: asyncio.Semaphore) -> bool:
+        """Queue for a slot (first come, first served): whether one came in time."""
+        now = self.clock()
+        since = self._queued_since.setdefault(kind, now)
+        budget = self.busy_wait_s if now - since >= self.busy_after_s else self.wait_s
+        self.waiting[kind] += 1
+        served = False
+        try:
+            # A wait cut short by the timeout (or the client going away) gives
+            # back a slot handed over meanwhile.
+            async with asyncio.timeout(budget):
+                await slots.acquire()
+            served = True
+        except TimeoutError:
+            pass
+        finally:
+            self.waiting[kind] -= 1
+            # Only serving everyone empties the queue; refusing them does not
+            # mean the server has caught up.
+            if served and not self.waiting[kind]:
+                self._queued_since.pop(kind, None)
+        return served
 
     def _leave(self, kind: str) -> None:
         self.in_flight[kind] -= 1
