@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
+import pytest
+
+from app.live.hub import Hub
 from app.live.messages import Batch, Message, Subscriber, run_message
 from app.live.routes import unsent
 
@@ -46,3 +50,16 @@ def test_terminal_status_events_end_a_run_stream() -> None:
     assert (ending.terminal, going.terminal, created_done.terminal, odd_data.terminal) == (
         True, False, True, False)
     assert ending.id == 5 and ending.event == "execution.status"
+
+
+def test_the_coalescing_window_grows_with_the_streams_to_write_to() -> None:
+    hub = Hub(cast(Any, None), cast(Any, None), idle_poll_s=0.25, coalesce_s=0.002,
+              queue_size=10, coalesce_per_stream_s=0.0001, max_coalesce_s=0.025)
+    assert hub.coalesce_window() == 0.002            # nobody, or few: the floor
+    subs = [hub.subscribe_run(f"r{i}") for i in range(100)]
+    assert hub.coalesce_window() == pytest.approx(0.01)   # 100 streams at 0.1 ms each
+    subs += [hub.subscribe_run("r0") for _ in range(400)]
+    assert hub.coalesce_window() == 0.025           # the ceiling
+    for sub in subs[10:]:
+        hub.unsubscribe(sub)
+    assert hub.coalesce_window() == 0.002
