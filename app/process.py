@@ -11,6 +11,7 @@ import ctypes
 import gc
 import logging
 import platform
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,26 @@ YOUNG_GENERATION_THRESHOLD = 10_000
 MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8   # mallopt's parameter number, from glibc's malloc.h
 
+# A thread that wants the GIL waits this long before it makes the holder let
+# go (CPython's default is 5 ms). The server's writes run in worker threads
+# and release the GIL around every SQLite call, so a write transaction takes
+# the GIL back several times while it holds the one write connection (and,
+# with `serve --workers`, the file's write lock), and each time it may wait
+# up to 5 ms behind the event loop's CPU work (rendering a page, fanning out
+# to 200 streams): the write holds what others queue for far longer than its
+# own work takes, and under the soak's load the writes queued into 503s (the
+# GIL "convoy"). The soak's full load, 2-minute runs on one machine: 781 and
+# 7,040 writes refused at 5 ms, 0 and 213 at 0.5 ms; with two worker
+# processes, ingest p99 318 -> 65 ms (docs/PERFORMANCE.md). Server CPU stayed
+# within the runs' spread (95-107% of a core): more switches, less waiting.
+GIL_SWITCH_INTERVAL_S = 0.0005
+
 
 def tune_process() -> None:
     """Everything this module tunes, for a long-running command."""
     limit_malloc_arenas()
     tune_gc()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:

@@ -52,3 +52,15 @@ def test_threads_share_at_most_two_malloc_arenas() -> None:
     # would pass without limit_malloc_arenas doing anything otherwise.
     assert _arenas("uncapped") > 2
     assert _arenas("capped") <= 2
+
+
+def test_tune_process_hands_the_gil_over_ten_times_sooner() -> None:
+    # In a process of its own: the interval is the whole interpreter's.
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from app.process import tune_process; "
+         "before = sys.getswitchinterval(); tune_process(); "
+         "print(before, sys.getswitchinterval())"],
+        capture_output=True, text=True, timeout=60, check=True)
+    before, after = map(float, done.stdout.split())
+    assert before == pytest.approx(0.005)   # CPython's default
+    assert after == pytest.approx(0.0005)
