@@ -8,10 +8,13 @@ import sys
 from collections.abc import Sequence
 
 from app.exec_policy import is_loopback
-from app.process import freeze_startup_objects, tune_process
+from app.process import tune_process
 from app.settings import Settings
 
 log = logging.getLogger("runyard")
+# `serve --workers`: a bound against typos; past the machine's cores, more
+# processes only add contention.
+MAX_WORKERS = 64
 
 
 def _settings(args: argparse.Namespace, **extra: object) -> Settings:
@@ -56,15 +59,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from app.db.migrate import upgrade
     from app.demo import demo_jobs, seed
-    from app.factory import create_app
+    from app.serving import serve
 
     settings = _settings(args, host=args.host, port=args.port,
                          demo=False if args.no_demo else None,
-                         allow_exec=True if args.allow_exec else None)
+                         allow_exec=True if args.allow_exec else None,
+                         workers=args.workers)
+    if not 1 <= settings.workers <= MAX_WORKERS:
+        raise ValueError(f"--workers (or RUNYARD_WORKERS) must be 1 to {MAX_WORKERS}, "
+                         f"not {settings.workers} (the processes that serve; one per core to use)")
     if not is_loopback(settings.host) and not _has_tokens(settings):
         print(
             f"runyard: refusing to listen on {settings.host}: no access token exists, so "
@@ -89,11 +94,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.allow_exec:
         print("running commands is ON (--allow-exec): anyone who can reach this address "
               "can run commands as this user")
-    print(f"Runyard on http://{settings.host}:{settings.port}  ({settings.database_url})")
-    app = create_app(settings)
-    freeze_startup_objects()
-    uvicorn.run(app, host=settings.host, port=settings.port,
-                log_level="warning", timeout_graceful_shutdown=5)
+    processes = f", {settings.workers} worker processes" if settings.workers > 1 else ""
+    print(f"Runyard on http://{settings.host}:{settings.port}  "
+          f"({settings.database_url}{processes})")
+    serve(settings)
     return 0
 
 
@@ -256,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="do not seed demo data into an empty database")
     serve.add_argument("--allow-exec", action="store_true",
                        help="allow running commands (jobs) and run them in this process")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="serve from N processes, one per core to use "
+                            "(default $RUNYARD_WORKERS or 1; limits count per process)")
     serve.set_defaults(func=cmd_serve)
 
     worker = with_db(sub.add_parser("worker", help="claim and run queued jobs"))

@@ -29,6 +29,10 @@ class Settings:
     demo: bool = True
     demo_executions: int = 3000
     allow_exec: bool = False
+    # Server processes sharing the listening socket (`serve --workers`). One
+    # process is at most one core of Python; each more adds a core's worth.
+    # Limits kept in memory (rate, streams, in flight) are per process.
+    workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
     # Requests per second per token (or per client address without one), with
     # bursts of up to rate_limit_burst; either at 0 turns the limit off.
@@ -100,6 +104,19 @@ class Settings:
                 raise ValueError(f"RUNYARD_{f.name.upper()}: {exc}") from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The ``RUNYARD_*`` variables that :meth:`from_env` reads back as these
+        settings (``extra`` is not one of them: it is for tests in one process).
+        How ``serve --workers`` hands its settings to the worker processes."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            out[f"RUNYARD_{f.name.upper()}"] = (
+                ("1" if value else "0") if isinstance(value, bool) else str(value))
+        return out
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""

@@ -7,6 +7,7 @@ root, so a benchmark measures exactly what a user runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import socket
@@ -67,20 +68,44 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants: the server is all of them when it
+    serves from worker processes (``serve --workers``)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+    return out
+
+
+def _alive(pids: list[int]) -> list[Path]:
+    return [Path(f"/proc/{p}") for p in pids if Path(f"/proc/{p}").exists()]
+
+
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds the process has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds the process and its live descendants have used."""
+    total = 0
+    for proc in _alive(process_tree(pid)):
+        with contextlib.suppress(OSError):
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def memory_kb(pid: int) -> dict[str, int]:
-    """The ``Vm*`` and ``Rss*`` lines of /proc/PID/status, in KB (VmRSS = RssAnon +
-    RssFile + RssShmem: SQLite's mmap of the database file counts in RssFile)."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name.startswith(("Vm", "Rss")):
-            out[name] = int(value.split()[0])
+    """The ``Vm*`` and ``Rss*`` lines of /proc/PID/status in KB, summed over the
+    process and its live descendants (VmRSS = RssAnon + RssFile + RssShmem:
+    SQLite's mmap of the database file counts in RssFile)."""
+    out: dict[str, int] = {}
+    for proc in _alive(process_tree(pid)):
+        with contextlib.suppress(OSError):
+            for line in (proc / "status").read_text().splitlines():
+                name, _, value = line.partition(":")
+                if name.startswith(("Vm", "Rss")):
+                    out[name] = out.get(name, 0) + int(value.split()[0])
     return out
 
 

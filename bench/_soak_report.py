@@ -124,7 +124,10 @@ def _memory(facts: dict[str, Any]) -> tuple[list[str], float]:
         f"- server RSS: {first['VmRSS'] / mb:.0f} MB at the start of the window (after "
         f"warm-up), {last['VmRSS'] / mb:.0f} MB at its end: **{growth:+.1f}%** (target "
         f"≤ {RSS_TARGET_PCT:.0f}%); {second_half:+.1f}% over the second half of the window; "
-        f"peak {last['VmHWM'] / mb:.0f} MB",
+        f"peak {last['VmHWM'] / mb:.0f} MB" + (
+            f" (each figure summed over the server's {last['processes']} processes, the "
+            f"parent and its workers; the peak is the sum of each one's)"
+            if last.get("processes", 1) > 1 else ""),
         f"  - of which anonymous (heap) {first['RssAnon'] / mb:.0f} → "
         f"{last['RssAnon'] / mb:.0f} MB ({anon:+.1f}%), file-backed (code, SQLite's mmap "
         f"of the database) {first['RssFile'] / mb:.0f} → {last['RssFile'] / mb:.0f} MB",

@@ -165,7 +165,7 @@ def main() -> None:
     if url is None:
         OUT.mkdir(exist_ok=True)
         path = OUT / "runner.db"
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", "-lock"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         url = f"sqlite:///{path}"
     upgrade(url)

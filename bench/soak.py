@@ -60,6 +60,7 @@ from bench._server import (
     cpu_s,
     free_port,
     memory_kb,
+    process_tree,
     raise_fd_limit,
     start_server,
     stop_server,
@@ -141,18 +142,20 @@ def profile(pid: int, path: Path, seconds: int) -> subprocess.Popen[bytes]:
         raise SystemExit(f"--profile: no {spy} (.venv/bin/pip install py-spy)")
     fmt = "raw" if path.suffix == ".txt" else "speedscope" if path.suffix == ".json" else (
         "flamegraph")
+    # --subprocesses: the worker processes of `serve --workers`, in one profile.
     return subprocess.Popen([str(spy), "record", "-p", str(pid), "-d", str(seconds),
-                             "-r", "50", "--gil", "-f", fmt, "-o", str(path)],
+                             "-r", "50", "--gil", "--subprocesses", "-f", fmt, "-o", str(path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def soak(args: argparse.Namespace, db: Path, log_path: Path) -> dict[str, Any]:
     """Start the server, seed, run the load; return everything the report needs."""
     port = free_port()
-    facts: dict[str, Any] = {"load_before": os.getloadavg(), "server_env": SERVER_ENV,
+    env = {**SERVER_ENV, **({"RUNYARD_WORKERS": str(args.workers)} if args.workers > 1 else {})}
+    facts: dict[str, Any] = {"load_before": os.getloadavg(), "server_env": env,
                              "machine": describe()}
     with log_path.open("wb") as log:
-        server = start_server(db, port, SERVER_ENV, log)
+        server = start_server(db, port, env, log)
         try:
             read_h: dict[str, str] = {}
             write_h: dict[str, str] = {}
@@ -217,7 +220,8 @@ def run_load(args: argparse.Namespace, port: int, pid: int, read_h: dict[str, st
                   f"load {samples[-1]['load']:.2f}", flush=True)
         time.sleep(1)
     samples.append({"t": time.monotonic() - window[1], "cpu": cpu_s(pid),
-                    "load": os.getloadavg()[0], "ticks": cpu_ticks(), **memory_kb(pid)})
+                    "load": os.getloadavg()[0], "ticks": cpu_ticks(), **memory_kb(pid),
+                    "processes": len(process_tree(pid))})
     loads = [load_out.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(30)
@@ -243,6 +247,8 @@ def main() -> None:
                         help="client processes sharing the ingest rate")
     parser.add_argument("--seed-runs", type=int, default=2000)
     parser.add_argument("--token", action="store_true", help="send Bearer tokens")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="serve --workers N (CPU and RSS are then summed over them)")
     parser.add_argument("--profile", help="py-spy the server into this file (.txt: raw "
                         "collapsed stacks, .json: speedscope, else a flame graph SVG)")
     parser.add_argument("--profile-seconds", type=int, default=60)

@@ -326,7 +326,7 @@ def main() -> None:
     path = Path(args.database)
     url = f"sqlite:///{path}"
     if not args.reuse:
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", "-lock"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         upgrade(url)
     elif not path.exists():

@@ -30,6 +30,14 @@ def free_port() -> int:
 @contextmanager
 def running_server(database_url: str, *extra: str) -> Iterator[str]:
     """Start ``runyard serve`` on ``database_url``; yields its base URL."""
+    with serving_process(database_url, *extra) as (_proc, base):
+        yield base
+
+
+@contextmanager
+def serving_process(database_url: str, *extra: str,
+                    ) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Like :func:`running_server`, and yields the process too."""
     port = free_port()
     env = {**os.environ, "RUNYARD_DATABASE_URL": database_url}
     with tempfile.TemporaryFile(mode="w+") as log:
@@ -40,7 +48,7 @@ def running_server(database_url: str, *extra: str) -> Iterator[str]:
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_until_up(proc, base, log)
-            yield base
+            yield proc, base
         finally:
             proc.terminate()
             try:

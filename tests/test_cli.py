@@ -57,6 +57,18 @@ def test_serve_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
     assert not db.exists(), "it refused before touching the database"
 
 
+def test_serve_refuses_a_worker_count_out_of_range(tmp_path: Path) -> None:
+    db = tmp_path / "runyard.db"
+    for bad in ("0", "65"):
+        done = runyard("serve", "--workers", bad, "--database-url", f"sqlite:///{db}")
+        assert done.returncode == 2
+        assert f"--workers (or RUNYARD_WORKERS) must be 1 to 64, not {bad}" in done.stderr
+    done = runyard("serve", "--database-url", f"sqlite:///{db}", RUNYARD_WORKERS="two")
+    assert done.returncode == 2
+    assert "RUNYARD_WORKERS: invalid literal for int()" in done.stderr
+    assert not db.exists(), "it refused before touching the database"
+
+
 def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/new/runyard.db"  # the folder does not exist yet
     done = runyard("db", "upgrade", RUNYARD_DATABASE_URL=url)

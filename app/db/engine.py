@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from sqlalchemy.pool import QueuePool
 
 from app.db.checkpoint import Checkpointer
 from app.db.dialect import Dialect
+from app.db.writelock import WriterLock
 
 # libpq options for every PostgreSQL connection (the pool's and LISTEN's).
 PG_CONNECT_ARGS: dict[str, Any] = {
@@ -58,6 +60,18 @@ class Database:
     write_engine: Engine
     read_engine: Engine
     checkpointer: Checkpointer | None = None
+    writer_lock: WriterLock | None = None
+
+    @contextlib.contextmanager
+    def writer_turn(self) -> Iterator[None]:
+        """Around a write transaction (after its connection is checked out,
+        before BEGIN): on SQLite, this process's turn among every process
+        writing the file (app.db.writelock). PostgreSQL needs none."""
+        if self.writer_lock is None:
+            yield
+            return
+        with self.writer_lock.held():
+            yield
 
     def dispose(self) -> None:
         """Close every pooled connection (and stop the SQLite checkpoint thread)."""
@@ -66,6 +80,8 @@ class Database:
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()
+        if self.writer_lock is not None:
+            self.writer_lock.close()
 
 
 def bind_plain_values_fast() -> None:
@@ -107,9 +123,10 @@ def open_database(url: str, read_pool_size: int = 8) -> Database:
         read = create_engine(url, poolclass=QueuePool, pool_size=read_pool_size,
                              max_overflow=read_pool_size, pool_use_lifo=True)
         _sqlite_listeners(read, begin="BEGIN", query_only=True)
-        checkpointer = Checkpointer(str(make_url(url).database))
+        path = str(make_url(url).database)
+        checkpointer = Checkpointer(path)
         event.listen(write, "commit", lambda _conn: checkpointer.notify())
-        return Database(url, Dialect.SQLITE, write, read, checkpointer)
+        return Database(url, Dialect.SQLITE, write, read, checkpointer, WriterLock(path))
     # Surviving a PostgreSQL restart: pre-ping replaces a pooled connection
     # that died with the old server at checkout (and a disconnect error drops
     # the whole pool), and a request fails within seconds while the server is

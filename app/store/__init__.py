@@ -74,7 +74,7 @@ class Store:
     def _write(self, *, check_references: bool = True,
                ) -> Iterator[tuple[Connection, WriteLog]]:
         log = WriteLog()
-        with (self.db.write_engine.connect() as conn,
+        with (self.db.write_engine.connect() as conn, self.db.writer_turn(),
               references_checked(self.dialect, conn, check_references), conn.begin()):
             lock_feed(self.dialect, conn)
             yield conn, log
@@ -334,7 +334,7 @@ class Store:
     def _write_quiet(self) -> Iterator[Connection]:
         """A write that appends no event, so it skips the feed lock: lease renewals
         are frequent and must never queue behind a burst of feed writes."""
-        with self.db.write_engine.begin() as conn:
+        with self.db.write_engine.connect() as conn, self.db.writer_turn(), conn.begin():
             yield conn
 
     # ``actor`` on the job methods: who acts (``Principal.actor``), kept in the
