@@ -38,6 +38,9 @@ class RouteStats:
     warmup_errors: int = 0
     latencies: list[float] = field(default_factory=list)
     samples: list[str] = field(default_factory=list)
+    # When failed requests were due, in whole seconds from the end of warm-up
+    # (negative: during it): a stall shows as a run of seconds.
+    error_seconds: dict[int, int] = field(default_factory=dict)
 
 
 class Recorder:
@@ -62,6 +65,9 @@ class Recorder:
             stats.timeouts += isinstance(error, TimeoutError)
             stats.refused += response is not None and response.status == 503
             stats.latencies.append((time.monotonic() - due) * 1000)
+        if not ok:
+            second = math.floor(due - self.measure_from)
+            stats.error_seconds[second] = stats.error_seconds.get(second, 0) + 1
         if not ok and len(stats.samples) < ERROR_SAMPLES:
             stats.samples.append(
                 f"{response.status} {response.body[:200]!r}" if response is not None

@@ -44,6 +44,14 @@ def _totals(facts: dict[str, Any], seconds: float) -> tuple[list[str], int]:
         lines.append(f"- {kind}: sent {sent:,} = **{sent / seconds:.1f}/s** (target {target}/s), "
                      f"answered 2xx {ok / seconds:.1f}/s; errors {err}, unfinished at the end "
                      f"{unfinished}; warm-up {warm[0]:,} sent, {warm[1]} errors")
+        when: dict[int, int] = {}
+        for s in routes:
+            for second, n in s["error_seconds"].items():
+                when[int(second)] = when.get(int(second), 0) + n
+        if when:
+            lines.append("  - errors by the second they were due (from the end of warm-up): "
+                         + ", ".join(f"{t:+d}s {n}" for t, n in sorted(when.items())[:40])
+                         + (" …" if len(when) > 40 else ""))
         for load in loads:
             loop = load["loop"]
             lines.append(

@@ -27,9 +27,11 @@ The rate limiter and the per-client stream cap are switched off for the
 server (``RUNYARD_RATE_LIMIT_PER_S=0``, ``RUNYARD_MAX_STREAMS_PER_CLIENT=0``):
 all this load comes from one address. ``--token`` creates a write and a read
 token first (``runyard token create``) and sends them as Bearer headers, so
-the figures include authentication.
+the figures include authentication. ``--workers N`` serves from N processes
+(``runyard serve --workers N``); the server's CPU and RSS are then summed over
+its process tree.
 
-    .venv/bin/python bench/soak.py [--minutes 10] [--token] [--profile out.txt]
+    .venv/bin/python bench/soak.py [--minutes 10] [--token] [--workers 2] [--profile out.txt]
 """
 
 from __future__ import annotations
