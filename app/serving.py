@@ -11,15 +11,15 @@ from its resolved settings (flags included) before spawning, so every worker
 runs with exactly the parent's settings.
 
 What that means for the rest of the app, each already so for replicas on one
-database (docs/DESIGN.md, "Worker processes"):
+database (docs/DESIGN.md, "Scale-out"):
 
 - The database is the only shared state. Session cookies and list cursors are
   signed with the key kept in the database, so any worker accepts another's.
 - Every worker's live hub reads the same change feed: on SQLite it learns of
   another worker's writes by polling (``live_poll_s``) when its own commits
   do not wake it first; on PostgreSQL by NOTIFY.
-- On SQLite the workers' writes take turns on the file's write lock
-  (``BEGIN IMMEDIATE`` and the busy timeout: app/db/engine.py).
+- On SQLite the workers' writes take turns at a kernel lock beside the file
+  (app/db/writelock.py), then at SQLite's own (``BEGIN IMMEDIATE``).
 - What is counted in memory is counted per worker: the rate limit, the stream
   cap, requests in flight, the token cache. A client whose connections land on
   several workers may get up to N times the configured rate and streams.

@@ -81,16 +81,12 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
-def _alive(pids: list[int]) -> list[Path]:
-    return [Path(f"/proc/{p}") for p in pids if Path(f"/proc/{p}").exists()]
-
-
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds the process and its live descendants have used."""
     total = 0
-    for proc in _alive(process_tree(pid)):
-        with contextlib.suppress(OSError):
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):   # one that has just ended
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
@@ -100,9 +96,9 @@ def memory_kb(pid: int) -> dict[str, int]:
     process and its live descendants (VmRSS = RssAnon + RssFile + RssShmem:
     SQLite's mmap of the database file counts in RssFile)."""
     out: dict[str, int] = {}
-    for proc in _alive(process_tree(pid)):
-        with contextlib.suppress(OSError):
-            for line in (proc / "status").read_text().splitlines():
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):   # one that has just ended
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 name, _, value = line.partition(":")
                 if name.startswith(("Vm", "Rss")):
                     out[name] = out.get(name, 0) + int(value.split()[0])

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,16 +61,11 @@ class Database:
     checkpointer: Checkpointer | None = None
     writer_lock: WriterLock | None = None
 
-    @contextlib.contextmanager
-    def writer_turn(self) -> Iterator[None]:
+    def writer_turn(self) -> contextlib.AbstractContextManager[None]:
         """Around a write transaction (after its connection is checked out,
         before BEGIN): on SQLite, this process's turn among every process
         writing the file (app.db.writelock). PostgreSQL needs none."""
-        if self.writer_lock is None:
-            yield
-            return
-        with self.writer_lock.held():
-            yield
+        return self.writer_lock.held() if self.writer_lock else contextlib.nullcontext()
 
     def dispose(self) -> None:
         """Close every pooled connection (and stop the SQLite checkpoint thread)."""

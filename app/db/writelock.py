@@ -6,7 +6,7 @@ lock while another holds it gets SQLITE_BUSY, and its busy handler sleeps 1,
 just committed takes the lock again at once while the other sleeps. With two
 server processes writing steadily (``serve --workers 2`` in the soak) that
 starved one of them: writes waited seconds and were refused (503 overloaded;
-docs/PERFORMANCE.md, "Worker processes").
+docs/PERFORMANCE.md, Soak, ninth session).
 
 So each write transaction on a SQLite file first takes an exclusive
 ``flock(2)`` on a file beside it, blocking in the kernel, which wakes a waiter
