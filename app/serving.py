@@ -1,14 +1,26 @@
 """How ``runyard serve`` runs the app under uvicorn: in its own process, or in
-several worker processes that share the listening socket (``--workers N``).
+several worker processes on one address (``--workers N``).
 
 One process runs Python on one core at a time (the GIL): the soak's full load
 (``bench/soak.py``) needs about one core of it and more on a slow machine,
 while a second core sits half idle. Worker processes are uvicorn's own
-supervisor (``uvicorn.supervisors.Multiprocess``): it binds the socket once,
-spawns the workers, restarts one that dies and passes SIGINT/SIGTERM on. Each
-worker builds its own app from ``RUNYARD_*`` variables, which the parent sets
-from its resolved settings (flags included) before spawning, so every worker
-runs with exactly the parent's settings.
+supervisor (``uvicorn.supervisors.Multiprocess``): it spawns the workers,
+restarts one that dies and passes SIGINT/SIGTERM on. Each worker builds its
+own app from ``RUNYARD_*`` variables, which the parent sets from its resolved
+settings (flags included) before spawning, so every worker runs with exactly
+the parent's settings.
+
+Each worker listens on a socket of its own, all bound to the one address with
+``SO_REUSEPORT`` (where the system has it), so the kernel spreads new
+connections over the workers evenly, by a hash of their addresses. uvicorn
+binds one socket for all of them instead, and then the worker that wakes
+first accepts every connection waiting (uvloop and asyncio accept in a loop):
+200 streams opened together split 140/60 or 129/71 between two idle workers,
+and since streams and keep-alive connections stay where they land, the worker
+with more sat at its core's limit in the soak while the other idled
+(docs/PERFORMANCE.md, "Soak"). Sharing a port this way lets any process of
+the same user bind it too, so the parent first binds the address plainly,
+which fails while anything listens there, another Runyard included.
 
 What that means for the rest of the app, each already so for replicas on one
 database (docs/DESIGN.md, "Scale-out"):
@@ -31,9 +43,13 @@ database (docs/DESIGN.md, "Scale-out"):
 from __future__ import annotations
 
 import os
+import socket
+import sys
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from app.factory import create_app
 from app.process import freeze_startup_objects, tune_process
@@ -55,9 +71,68 @@ def serve(settings: Settings) -> None:
         return
     # The spawned workers inherit this environment (and nothing else of ours).
     os.environ.update(settings.to_env())
-    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=settings.workers,
-                host=settings.host, port=settings.port, log_level=LOG_LEVEL,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    config = uvicorn.Config(f"{__name__}:worker_app", factory=True, workers=settings.workers,
+                            host=settings.host, port=settings.port, log_level=LOG_LEVEL,
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    if not hasattr(socket, "SO_REUSEPORT"):
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    try:
+        config.port = port_free(settings.host, settings.port)
+    except OSError as exc:
+        # With the exit status uvicorn gives when one process cannot bind.
+        print(f"runyard serve: cannot listen on {settings.host}:{settings.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        sys.exit(STARTUP_FAILURE)
+    SocketPerWorker(config).run()
+
+
+def port_free(host: str, port: int) -> int:
+    """Bind ``host:port`` without sharing and let go: raises ``OSError`` while
+    anything listens there. Returns the port (the one the system chose for 0)."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        return int(probe.getsockname()[1])
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def shared_port_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` with ``SO_REUSEPORT``, not yet listening
+    (the worker's server calls ``listen``)."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class SocketPerWorker(Multiprocess):
+    """uvicorn's supervisor, but each worker it starts, at start-up or in place
+    of one that died, gets a new socket of its own (``shared_port_socket``).
+
+    The supervisor hands ``self.sockets`` to every worker it spawns, so that
+    attribute makes a fresh socket each time it is read. The worker is its only
+    holder once spawned (the parent's copy goes with the spawn's pickle), so a
+    worker that dies takes its socket out of the kernel's group with it."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config, sockets=[])
+
+    @property  # type: ignore[override]
+    def sockets(self) -> list[socket.socket]:
+        return [shared_port_socket(self.config.host, self.config.port)]
+
+    @sockets.setter
+    def sockets(self, _given: list[socket.socket]) -> None:
+        """``Multiprocess.__init__`` stores the sockets it is given; there are none."""
 
 
 def worker_app() -> Starlette:

@@ -29,7 +29,7 @@ class Settings:
     demo: bool = True
     demo_executions: int = 3000
     allow_exec: bool = False
-    # Server processes sharing the listening socket (`serve --workers`). One
+    # Server processes sharing the port (`serve --workers`). One
     # process is at most one core of Python; each more adds a core's worth.
     # Limits kept in memory (rate, streams, in flight) are per process.
     workers: int = 1

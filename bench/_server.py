@@ -81,14 +81,19 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds the process and its live descendants have used."""
-    total = 0
+def cpu_by_process(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of the process and of each live descendant."""
+    out = {}
     for p in process_tree(pid):
         with contextlib.suppress(OSError):   # one that has just ended
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+            out[p] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process and its live descendants have used."""
+    return sum(cpu_by_process(pid).values())
 
 
 def memory_kb(pid: int) -> dict[str, int]:

@@ -116,6 +116,17 @@ def _streams(facts: dict[str, Any]) -> tuple[list[str], int]:
     return [*rows, "", *notes], bad
 
 
+def _cpu_each(first: dict[str, Any], last: dict[str, Any], window: float) -> list[str]:
+    """With workers, how the server's CPU split between its processes (an even
+    split means the kernel spread the connections, and so the work, evenly)."""
+    each = [(pid, last["cpu_each"][pid] - first["cpu_each"][pid])
+            for pid in last["cpu_each"] if pid in first["cpu_each"]]
+    if len(each) < 2:
+        return []
+    parts = ", ".join(f"{pid}: {100 * cpu / window:.0f}%" for pid, cpu in each)
+    return [f"  - by process (% of one core): {parts}"]
+
+
 def _memory(facts: dict[str, Any]) -> tuple[list[str], float]:
     samples = facts["samples"]
     first = next(s for s in samples if s["t"] >= 0)
@@ -142,6 +153,7 @@ def _memory(facts: dict[str, Any]) -> tuple[list[str], float]:
         f"- server CPU: {cpu:.0f} s over {window:.0f} s = {100 * cpu / window:.0f}% of one "
         f"core; CPU time stolen by the host over the window: "
         f"{steal_pct(first['ticks'], last['ticks']):.0f}% of the machine's",
+        *_cpu_each(first, last, window),
         f"- load average (1 min) during the run: min {min(loads):.2f}, mean "
         f"{statistics.mean(loads):.2f}, max {max(loads):.2f} (before: "
         f"{facts['load_before'][0]:.2f})",

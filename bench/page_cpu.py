@@ -216,6 +216,11 @@ def pin_clock(path: Path) -> int:
     pinned = int(newest) + 60_000
 
     class Clock:
+        """``app.times``'s view of the ``time`` module: the clock pinned, the
+        rest (``gmtime``) as it is."""
+
+        gmtime = staticmethod(time.gmtime)
+
         @staticmethod
         def time_ns() -> int:
             return pinned * 1_000_000

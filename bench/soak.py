@@ -59,10 +59,9 @@ from bench._machine import cpu_ticks, describe
 from bench._openloop import Recorder, open_loop
 from bench._server import (
     ROOT,
-    cpu_s,
+    cpu_by_process,
     free_port,
     memory_kb,
-    process_tree,
     raise_fd_limit,
     start_server,
     stop_server,
@@ -212,8 +211,9 @@ def run_load(args: argparse.Namespace, port: int, pid: int, read_h: dict[str, st
     samples, spy = [], None
     while (now := time.monotonic()) < window[2]:
         mem = memory_kb(pid)
-        samples.append({"t": now - window[1], "cpu": cpu_s(pid), "load": os.getloadavg()[0],
-                        "ticks": cpu_ticks(), **mem})
+        each = cpu_by_process(pid)
+        samples.append({"t": now - window[1], "cpu": sum(each.values()), "cpu_each": each,
+                        "load": os.getloadavg()[0], "ticks": cpu_ticks(), **mem})
         if args.profile and spy is None and now >= window[1] + 10:
             spy = profile(pid, Path(args.profile).resolve(), args.profile_seconds)
         if len(samples) % 60 == 0:
@@ -221,9 +221,10 @@ def run_load(args: argparse.Namespace, port: int, pid: int, read_h: dict[str, st
                   f"(heap {mem['RssAnon'] / 1024:.0f}, file {mem['RssFile'] / 1024:.0f}), "
                   f"load {samples[-1]['load']:.2f}", flush=True)
         time.sleep(1)
-    samples.append({"t": time.monotonic() - window[1], "cpu": cpu_s(pid),
-                    "load": os.getloadavg()[0], "ticks": cpu_ticks(), **memory_kb(pid),
-                    "processes": len(process_tree(pid))})
+    each = cpu_by_process(pid)
+    samples.append({"t": time.monotonic() - window[1], "cpu": sum(each.values()),
+                    "cpu_each": each, "load": os.getloadavg()[0], "ticks": cpu_ticks(),
+                    **memory_kb(pid), "processes": len(each)})
     loads = [load_out.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(30)
