@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         db = open_database(settings.database_url, settings.read_pool_size)
         notifier = Notifier(asyncio.get_running_loop())
-        store = Store(db, on_commit=notifier.publish_threadsafe)
+        store = Store(db, on_commit=notifier.publish_threadsafe, reuse_s=settings.page_reuse_s)
         postgres = db.dialect is Dialect.POSTGRESQL
         hub = Hub(store, notifier,
                   idle_poll_s=settings.live_backstop_s if postgres else settings.live_poll_s,

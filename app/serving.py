@@ -20,7 +20,11 @@ and since streams and keep-alive connections stay where they land, the worker
 with more sat at its core's limit in the soak while the other idled
 (docs/PERFORMANCE.md, "Soak"). Sharing a port this way lets any process of
 the same user bind it too, so the parent first binds the address plainly,
-which fails while anything listens there, another Runyard included.
+which fails while anything listens there, another Runyard included. A worker
+that dies takes its socket with it: the connections waiting in that socket's
+queue, accepted by no one yet, are reset (with one shared socket they would
+have waited for another worker), and new ones go to the others until its
+replacement listens.
 
 What that means for the rest of the app, each already so for replicas on one
 database (docs/DESIGN.md, "Scale-out"):

@@ -49,6 +49,10 @@ class Settings:
     # SQLite (PostgreSQL is woken by NOTIFY and polls only as a backstop).
     live_poll_s: float = 0.25
     live_backstop_s: float = 2.0
+    # While this process commits more than 50 writes a second, the page's
+    # total, facets and chart of one view are counted at most once per this
+    # many seconds and reused meanwhile (app/store/reuse.py); 0: always counted.
+    page_reuse_s: float = 2.0
     # How many messages a slow SSE client may have waiting before it is dropped.
     live_queue_size: int = 1000
     # Running commands (issue 5). The in-process pool of `serve --allow-exec`

@@ -62,13 +62,6 @@ def _sockets_of(pid: int) -> set[int]:
     return out
 
 
-def _has_sockets(pid: int) -> bool:
-    try:
-        return bool(_sockets_of(pid))
-    except OSError:   # gone
-        return False
-
-
 def _holders(inode: int) -> set[int]:
     """The processes that have the socket ``inode`` open."""
     out = set()
@@ -217,11 +210,18 @@ def _owners(port: int, conns: list[socket.socket], workers: set[int]) -> Counter
 def _healthz_on(port: int, count: int) -> list[socket.socket]:
     """``count`` connections opened together, each answered once (so the
     worker that holds it has accepted it)."""
-    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
-    for conn in conns:
-        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
-    for conn in conns:
-        assert conn.recv(4096).startswith(b"HTTP/1.1 200 "), "not answered"
+    conns: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            conns.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        for conn in conns:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        for conn in conns:
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200 "), "not answered"
+    except BaseException:
+        for conn in conns:
+            conn.close()
+        raise
     return conns
 
 
@@ -242,13 +242,16 @@ def test_connections_opened_together_spread_over_the_workers(two_workers) -> Non
 def test_a_worker_that_dies_takes_its_socket_and_is_replaced(two_workers) -> None:
     proc, port, workers = two_workers
     dead = min(workers)
+    listening = {inode for state, _, inode in _tcp_sockets(port) if state == "0A"}
+    its_socket = (listening & _sockets_of(dead)).pop()
     os.kill(dead, signal.SIGKILL)
+    # Its socket closes with its last thread: the dead worker was its only
+    # holder (the parent keeps no copy), so no connection waits on a socket
+    # nobody accepts from.
     deadline = time.monotonic() + 10
-    while _has_sockets(dead):
-        assert time.monotonic() < deadline, "the killed worker kept its sockets"
-        time.sleep(0.02)
-    # No connection is left waiting on a socket nobody accepts from: the dead
-    # worker was its only holder (the parent keeps no copy).
+    while any(inode == its_socket for _, _, inode in _tcp_sockets(port)):
+        assert time.monotonic() < deadline, "the killed worker's socket still listens"
+        time.sleep(0.01)
     conns = _healthz_on(port, 20)
     for conn in conns:
         conn.close()

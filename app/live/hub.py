@@ -52,14 +52,17 @@ FEED_PAGE = 1000
 
 # Coalescing window per open stream, and its ceiling. One read's fan-out costs
 # ~15-20 µs of CPU per stream (waking its task, one socket write, with the GIL
-# held), so a window of 0.125 ms per stream keeps it near a tenth of a core
-# however many watch. In the soak (300 writes/s, 200 streams) the fan-out was
-# 42% of the server's GIL time with a 2 ms window; 2-minute runs alternated
-# on one machine: 2 ms, 103-104% of a core and 3,967-20,280 writes refused;
-# 25 ms, 91-96% and 0-403. A commit after a quiet spell longer than the
-# window is still read at once, so a lone write's latency does not change.
-COALESCE_PER_STREAM_S = 0.000125
-MAX_COALESCE_S = 0.025
+# held), plus uvicorn's chunked write of it. In the soak (300 writes/s, 200
+# streams) the fan-out was 42% of the server's GIL time with a 2 ms window;
+# 2-minute runs alternated on one machine: 2 ms, 103-104% of a core and
+# 3,967-20,280 writes refused; 25 ms, 91-96% and 0-403. With two workers of
+# 100 streams each (12.5 ms at 0.125 ms a stream), uvicorn's socket writes
+# alone were still 11% of the GIL time (py-spy, tenth session): 0.5 ms a
+# stream halves them again, and 100 ms at most is still live to a reader. A
+# commit after a quiet spell longer than the window is still read at once,
+# so a lone write's latency does not change.
+COALESCE_PER_STREAM_S = 0.0005
+MAX_COALESCE_S = 0.1
 
 # The changed runs' current rows and (when asked) their tool paths, or None.
 Changed = tuple[dict[str, dict[str, Any]], dict[str, set[str]]] | None

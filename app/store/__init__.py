@@ -55,6 +55,7 @@ from app.store.inputs import (
 )
 from app.store.params import ListQuery
 from app.store.records import event_out, execution_out, interaction_out, tool_call_out
+from app.store.reuse import Reuse
 
 CommitCallback = Callable[[WriteLog], None]
 
@@ -62,10 +63,13 @@ CommitCallback = Callable[[WriteLog], None]
 class Store:
     """Reads and writes of executions and everything that belongs to them."""
 
-    def __init__(self, db: Database, on_commit: CommitCallback | None = None) -> None:
+    def __init__(self, db: Database, on_commit: CommitCallback | None = None,
+                 reuse_s: float = 0.0) -> None:
         self.db = db
         self.dialect = db.dialect
         self._on_commit = on_commit
+        # The page's aggregates, reused for reuse_s while writes pour in (0: never).
+        self._reuse = Reuse(reuse_s)
         # Signs list cursors. Random per process unless the app sets a persisted
         # secret (then cursors survive a restart and work across replicas).
         self.cursor_key: bytes = secrets.token_bytes(32)
@@ -80,6 +84,7 @@ class Store:
             yield conn, log
             if log.last_event_id:
                 notify_feed(self.dialect, conn, log.last_event_id)
+        self._reuse.wrote()
         if log.last_event_id and self._on_commit is not None:
             self._on_commit(log)
 
@@ -319,14 +324,19 @@ class Store:
 
     def page_meta(self, flt: runview.ExecutionFilter) -> dict[str, Any]:
         """Total, facets and timeline (one snapshot, but for the tool facet: see
-        ``app.store.meta``), plus the page's slow threshold."""
-        with self._read() as conn:
-            return runview.page_meta(conn, self.dialect, flt)
+        ``app.store.meta``), plus the page's slow threshold. While writes pour
+        in, up to ``reuse_s`` old (``app.store.reuse``); not to be changed."""
+        def compute() -> dict[str, Any]:
+            with self._read() as conn:
+                return runview.page_meta(conn, self.dialect, flt)
+        return self._reuse.get("page", flt, compute)
 
     def count_runs(self, flt: runview.ExecutionFilter) -> int:
-        """How many runs match a filter."""
-        with self._read() as conn:
-            return runview.count_runs(conn, self.dialect, flt)
+        """How many runs match a filter (for the page: reused as ``page_meta``)."""
+        def compute() -> int:
+            with self._read() as conn:
+                return runview.count_runs(conn, self.dialect, flt)
+        return self._reuse.get("count", flt, compute)
 
 
     # -- jobs (issue 5) -------------------------------------------------------
