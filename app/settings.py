@@ -29,9 +29,9 @@ class Settings:
     demo: bool = True
     demo_executions: int = 3000
     allow_exec: bool = False
-    # Server processes sharing the port (`serve --workers`). One
-    # process is at most one core of Python; each more adds a core's worth.
-    # Limits kept in memory (rate, streams, in flight) are per process.
+    # Server processes sharing the port (`serve --workers`). One process is at
+    # most one core of Python; each more adds a core's worth. Limits kept in
+    # memory (rate, streams, in flight) are per process.
     workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
     # Requests per second per token (or per client address without one), with

@@ -52,7 +52,9 @@ class Reuse:
         self._kept: dict[Hashable, tuple[float, object]] = {}
 
     def wrote(self) -> None:
-        """Count one committed write."""
+        """Count one committed write (nothing to count when reuse is off)."""
+        if self.ttl_s <= 0:
+            return
         with self._lock:
             self._roll()
             self._writes += 1
