@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from app import api, web
 from app.api.body import BodyLimitMiddleware
 from app.api.errors import EXCEPTION_HANDLERS
+from app.api.live_writes import LiveWriter
 from app.auth import signin
 from app.auth.authenticator import Authenticator
 from app.auth.middleware import AuthMiddleware
@@ -80,6 +81,8 @@ def create_app(settings: Settings) -> Starlette:
         app.state.store, app.state.hub = store, hub
         # OTLP exports arriving together share a transaction (app.otlp.writer).
         app.state.otlp_writer = TraceWriter(store)
+        # So do the live endpoints' writes (app.api.live_writes).
+        app.state.live_writer = LiveWriter(store)
         # One key signs session cookies and list cursors; from the database
         # unless configured, so every replica on the same database agrees.
         secret = (settings.secret_key.encode() if settings.secret_key

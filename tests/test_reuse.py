@@ -50,6 +50,14 @@ def test_idle_every_call_computes_and_nothing_is_kept() -> None:
     assert reuse.get("page", ExecutionFilter(), compute) == 4
 
 
+def test_a_group_commit_counts_each_of_its_requests() -> None:
+    reuse = Reuse(2.0, Clock())
+    reuse.wrote(BUSY_WRITES_PER_S)
+    assert not reuse.busy()
+    reuse.wrote(1)
+    assert reuse.busy()
+
+
 def test_busy_a_view_is_counted_once_per_ttl() -> None:
     clock = Clock()
     reuse = Reuse(2.0, clock)

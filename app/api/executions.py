@@ -17,9 +17,10 @@ from starlette.routing import Route
 
 from app.api.body import read_checked, read_model
 from app.api.errors import ApiError
+from app.api.live_writes import LiveWriter
 from app.auth.principal import principal_of
 from app.exec_policy import exec_refusal
-from app.store import Store
+from app.store import Store, writes
 from app.store.errors import execution_not_found
 from app.store.inputs import (
     EVENT_TYPES,
@@ -34,6 +35,7 @@ from app.store.inputs import (
     parse_ingest,
 )
 from app.store.params import parse_list_params
+from app.store.writes import WriteOp
 
 EVENTS_DEFAULT_LIMIT = 200
 EVENTS_MAX_LIMIT = 1000
@@ -47,6 +49,12 @@ def _store(request: Request) -> Store:
 async def _call(request: Request, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     # The store is synchronous (SQLAlchemy Core); keep it off the event loop.
     return await run_in_threadpool(fn, *args, **kwargs)
+
+
+async def _write(request: Request, op: WriteOp[Any]) -> Any:
+    # Concurrent writes share a transaction (app.api.live_writes).
+    writer: LiveWriter = request.app.state.live_writer
+    return await writer.submit(op)
 
 
 def _scope(request: Request) -> str | None:
@@ -94,15 +102,15 @@ async def get_execution(request: Request) -> JSONResponse:
 
 async def create_execution(request: Request) -> JSONResponse:
     data = await read_model(request, ExecutionCreate)
-    obj, created = await _call(request, _store(request).create_execution, data,
-                               principal_of(request).write_scope)
+    obj, created = await _write(request, writes.create_execution(
+        data, principal_of(request).write_scope))
     return _created("execution", obj, created)
 
 
 async def patch_execution(request: Request) -> JSONResponse:
     data = await read_model(request, ExecutionPatch)
-    obj = await _call(request, _store(request).update_execution,
-                      _execution_id(request), data, scope_id=_scope(request))
+    obj = await _write(request, writes.update_execution(
+        _execution_id(request), data, _scope(request)))
     return JSONResponse({"execution": obj})
 
 
@@ -115,16 +123,16 @@ async def list_tool_calls(request: Request) -> JSONResponse:
 
 async def start_tool_call(request: Request) -> JSONResponse:
     data = await read_model(request, ToolCallStart)
-    obj, created = await _call(request, _store(request).start_tool_call,
-                               _execution_id(request), data, scope_id=_scope(request))
+    obj, created = await _write(request, writes.start_tool_call(
+        _execution_id(request), data, _scope(request)))
     return _created("tool_call", obj, created)
 
 
 async def finish_tool_call(request: Request) -> JSONResponse:
     data = await read_model(request, ToolCallFinish)
     tool_call_id = await _part_id(request, "tool_call_id", "tool_call_not_found", "tool call")
-    obj = await _call(request, _store(request).finish_tool_call,
-                      _execution_id(request), tool_call_id, data, scope_id=_scope(request))
+    obj = await _write(request, writes.finish_tool_call(
+        _execution_id(request), tool_call_id, data, _scope(request)))
     return JSONResponse({"tool_call": obj})
 
 
@@ -137,8 +145,8 @@ async def list_interactions(request: Request) -> JSONResponse:
 
 async def ask(request: Request) -> JSONResponse:
     data = await read_model(request, InteractionAsk)
-    obj, created = await _call(request, _store(request).ask,
-                               _execution_id(request), data, scope_id=_scope(request))
+    obj, created = await _write(request, writes.ask(
+        _execution_id(request), data, _scope(request)))
     return _created("interaction", obj, created)
 
 
@@ -208,8 +216,8 @@ async def list_events(request: Request) -> JSONResponse:
 
 async def append_events(request: Request) -> JSONResponse:
     data = await read_model(request, EventsAppend)
-    written = await _call(request, _store(request).append_events,
-                          _execution_id(request), data, scope_id=_scope(request))
+    written = await _write(request, writes.append_events(
+        _execution_id(request), data, _scope(request)))
     return JSONResponse({"events": written}, status_code=201)
 
 

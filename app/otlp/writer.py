@@ -20,11 +20,11 @@ come in one batch, which is one of the orders they may arrive in anyway.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
+from app.groupcommit import GroupCommit, Pending, give_error, give_result
 from app.otlp.mapping import Trace
 from app.store import Store
 from app.store.errors import storage_failure
@@ -35,91 +35,59 @@ MAX_GROUP_SPANS = 4096
 
 
 @dataclass
-class _Request:
+class _Batch:
     traces: list[Trace]
     scope_id: str
     spans: int
-    answer: asyncio.Future[int]
 
 
-class TraceWriter:
+class TraceWriter(GroupCommit[_Batch, int]):
     """Writes mapped traces through ``store.write_traces``, grouping concurrent
     requests of the same scope into one transaction. One per app (event loop)."""
 
+    task_name = "runyard-otlp-writer"
+
     def __init__(self, store: Store) -> None:
+        super().__init__()
         self.store = store
-        self._queue: list[_Request] = []
-        self._task: asyncio.Task[None] | None = None
 
     async def write(self, traces: list[Trace], scope_id: str) -> int:
         """Write ``traces`` in ``scope_id``; the number of spans refused because
         their trace belongs to another scope. Raises what the store raised."""
         spans = sum(len(t.roots) + len(t.calls) for t in traces)
-        request = _Request(traces, scope_id, spans, asyncio.get_running_loop().create_future())
-        # Retrieved even when the client has gone (its handler cancelled): no
-        # "exception was never retrieved" noise for an answer nobody waits for.
-        request.answer.add_done_callback(_retrieve)
-        self._queue.append(request)
-        if self._task is None:
-            # Its own task, not the request's: a client that hangs up does not
-            # cancel the writes of the others in its group.
-            self._task = asyncio.create_task(self._drain(), name="runyard-otlp-writer")
-        return await asyncio.shield(request.answer)
+        return await self.submit(_Batch(traces, scope_id, spans))
 
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                await self._write_group(self._next_group())
-        finally:
-            self._task = None
-            for request in self._queue:  # only when cancelled (shutdown)
-                request.answer.cancel()
-            self._queue.clear()
-
-    def _next_group(self) -> list[_Request]:
+    def _take(self, queue: list[Pending[_Batch, int]]) -> list[Pending[_Batch, int]]:
         """The oldest request and those queued after it in its scope, up to the cap."""
-        first = self._queue[0]
-        group, rest, spans = [], [], 0
-        for request in self._queue:
-            if request.scope_id == first.scope_id and (
-                    not group or spans + request.spans <= MAX_GROUP_SPANS):
+        scope_id = queue[0].item.scope_id
+        group: list[Pending[_Batch, int]] = []
+        spans = 0
+        for request in queue:
+            if request.item.scope_id == scope_id and (
+                    not group or spans + request.item.spans <= MAX_GROUP_SPANS):
                 group.append(request)
-                spans += request.spans
-            else:
-                rest.append(request)
-        self._queue = rest
+                spans += request.item.spans
         return group
 
-    async def _write_group(self, group: list[_Request]) -> None:
+    async def _commit(self, group: list[Pending[_Batch, int]]) -> None:
         try:
             written = await run_in_threadpool(self.store.write_traces,
-                                              merge([r.traces for r in group]),
-                                              group[0].scope_id)
-        except asyncio.CancelledError:
-            for request in group:
-                request.answer.cancel()
-            raise
+                                              merge([r.item.traces for r in group]),
+                                              group[0].item.scope_id)
         except Exception as exc:
             if len(group) > 1 and storage_failure(exc) is None:
                 for request in group:
-                    await self._write_group([request])
+                    await self._commit([request])
                 return
             for request in group:
-                if not request.answer.done():
-                    request.answer.set_exception(exc)
+                give_error(request, exc)
             return
         if written["rejected_spans"] and len(group) > 1:
             for request in group:
-                await self._write_group([request])
+                await self._commit([request])
             return
         for request in group:
-            if not request.answer.done():
-                request.answer.set_result(written["rejected_spans"])
-
-
-def _retrieve(answer: asyncio.Future[int]) -> None:
-    if not answer.cancelled():
-        answer.exception()
+            give_result(request, written["rejected_spans"])
 
 
 def merge(batches: list[list[Trace]]) -> list[Trace]:

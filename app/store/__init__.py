@@ -1,6 +1,7 @@
 """The store: the only code that touches the database.
 
-Web, API, live and runner call :class:`Store`; each method is one transaction.
+Web, API, live and runner call :class:`Store`; each method is one transaction
+(``write_each`` runs several requests' writes in one: group commit).
 Writes hold the feed lock (see ``app.db.dialect.lock_feed``) and, after they
 commit, tell the ``on_commit`` callback what they appended, which is how the
 live layer learns of changes without the store importing it.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, func, select, text
 
@@ -34,15 +35,15 @@ from app.store import (
     retention,
     runview,
     spans,
-    steps,
     tokens,
     trace,
+    writes,
 )
 from app.store import executions as execs
 from app.store import ingest as bulk
 from app.store.cursor import Cursor
-from app.store.errors import Conflict, execution_not_found
-from app.store.feed import NewEvent, WriteLog, append
+from app.store.errors import Conflict, StoreError, execution_not_found
+from app.store.feed import WriteLog
 from app.store.inputs import (
     EventsAppend,
     ExecutionCreate,
@@ -58,6 +59,7 @@ from app.store.records import event_out, execution_out, interaction_out, tool_ca
 from app.store.reuse import Reuse
 
 CommitCallback = Callable[[WriteLog], None]
+T = TypeVar("T")
 
 
 class Store:
@@ -75,7 +77,7 @@ class Store:
         self.cursor_key: bytes = secrets.token_bytes(32)
 
     @contextmanager
-    def _write(self, *, check_references: bool = True,
+    def _write(self, *, check_references: bool = True, requests: int = 1,
                ) -> Iterator[tuple[Connection, WriteLog]]:
         log = WriteLog()
         with (self.db.write_engine.connect() as conn, self.db.writer_turn(),
@@ -84,9 +86,39 @@ class Store:
             yield conn, log
             if log.last_event_id:
                 notify_feed(self.dialect, conn, log.last_event_id)
-        self._reuse.wrote()
+        self._reuse.wrote(requests)
         if log.last_event_id and self._on_commit is not None:
             self._on_commit(log)
+
+    def write_one(self, op: writes.WriteOp[T]) -> T:
+        """Run one write operation (``app.store.writes``) in a transaction of its own."""
+        with self._write() as (conn, log):
+            return op(conn, log)
+
+    def write_each(self, ops: Sequence[writes.WriteOp[Any]]) -> list[Any]:
+        """Run several write operations in one transaction (group commit); each
+        one's answer, in order, or the ``StoreError`` it was refused with.
+
+        A refused operation changes nothing: each runs in a savepoint, and what
+        it added to the write log goes with it. Anything else an operation
+        raises (the database failing, a bug) rolls back every one and is raised.
+        """
+        if len(ops) == 1:
+            try:
+                return [self.write_one(ops[0])]
+            except StoreError as exc:
+                return [exc]
+        out: list[Any] = []
+        with self._write(requests=len(ops)) as (conn, log):
+            for op in ops:
+                before = (log.last_event_id, set(log.execution_ids))
+                try:
+                    with conn.begin_nested():
+                        out.append(op(conn, log))
+                except StoreError as exc:
+                    log.last_event_id, log.execution_ids = before
+                    out.append(exc)
+        return out
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -103,16 +135,12 @@ class Store:
     def create_execution(self, data: ExecutionCreate,
                          scope_id: str = "default") -> tuple[dict[str, Any], bool]:
         """Create (or harmlessly re-create) an execution; ``(object, created)``."""
-        with self._write() as (conn, log):
-            row, created = execs.create(conn, log, data, scope_id)
-        return execution_out(row), created
+        return self.write_one(writes.create_execution(data, scope_id))
 
     def update_execution(self, execution_id: str, data: ExecutionPatch, *,
                          scope_id: str | None = None) -> dict[str, Any]:
         """Apply a PATCH under the status-transition rules."""
-        with self._write() as (conn, log):
-            row = execs.patch(conn, log, execution_id, data, scope_id=scope_id)
-        return execution_out(row)
+        return self.write_one(writes.update_execution(execution_id, data, scope_id))
 
     def get_execution(self, execution_id: str, *, scope_id: str | None = None,
                       ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -157,18 +185,14 @@ class Store:
     def start_tool_call(self, execution_id: str, data: ToolCallStart, *,
                         scope_id: str | None = None) -> tuple[dict[str, Any], bool]:
         """Start a tool call; ``(object, created)``."""
-        with self._write() as (conn, log):
-            row, created = steps.start(conn, log, execution_id, data, scope_id=scope_id)
-        return tool_call_out(row), created
+        return self.write_one(writes.start_tool_call(execution_id, data, scope_id))
 
     def finish_tool_call(self, execution_id: str, tool_call_id: str,
                          data: ToolCallFinish, *, scope_id: str | None = None,
                          ) -> dict[str, Any]:
         """Finish a tool call."""
-        with self._write() as (conn, log):
-            row = steps.finish(conn, log, execution_id, tool_call_id, data,
-                               scope_id=scope_id)
-        return tool_call_out(row)
+        return self.write_one(writes.finish_tool_call(execution_id, tool_call_id, data,
+                                                      scope_id))
 
     def tool_calls(self, execution_id: str, *,
                    scope_id: str | None = None) -> list[dict[str, Any]]:
@@ -181,9 +205,7 @@ class Store:
     def ask(self, execution_id: str, data: InteractionAsk, *,
             scope_id: str | None = None) -> tuple[dict[str, Any], bool]:
         """Open an interaction; ``(object, created)``."""
-        with self._write() as (conn, log):
-            row, created = questions.ask(conn, log, execution_id, data, scope_id=scope_id)
-        return interaction_out(row), created
+        return self.write_one(writes.ask(execution_id, data, scope_id))
 
     def resolve(self, execution_id: str, interaction_id: str,
                 data: InteractionResolve, *, scope_id: str | None = None,
@@ -206,10 +228,7 @@ class Store:
     def append_events(self, execution_id: str, data: EventsAppend, *,
                       scope_id: str | None = None) -> list[dict[str, int]]:
         """Append recorded events (log, stdout, stderr, artifact) to a run."""
-        with self._write() as (conn, log):
-            seq = execs.check(conn, execution_id, scope_id)
-            return append(conn, log, execution_id, [
-                NewEvent(e.type, e.message, e.level, e.data, e.ts) for e in data.events], seq)
+        return self.write_one(writes.append_events(execution_id, data, scope_id))
 
     def events(self, execution_id: str, *, scope_id: str | None = None,
                **page: Any) -> tuple[list[dict[str, Any]], int | None]:

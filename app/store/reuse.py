@@ -33,7 +33,7 @@ from app.store.filters import ExecutionFilter
 
 T = TypeVar("T")
 
-# Commits a second (this process's) above which aggregates are reused.
+# Writes a second (this process's) above which aggregates are reused.
 BUSY_WRITES_PER_S = 50
 # Views kept at most; past it the expired go, then all if need be.
 MAX_VIEWS = 256
@@ -47,20 +47,22 @@ class Reuse:
         self._clock = clock
         self._lock = threading.Lock()
         self._second = 0            # the whole second of the clock now counting
-        self._writes = 0            # commits in it so far
-        self._writes_before = 0     # commits in the second before it
+        self._writes = 0            # writes committed in it so far
+        self._writes_before = 0     # writes committed in the second before it
         self._kept: dict[Hashable, tuple[float, object]] = {}
 
-    def wrote(self) -> None:
-        """Count one committed write (nothing to count when reuse is off)."""
+    def wrote(self, requests: int = 1) -> None:
+        """Count a committed write of ``requests`` requests (grouped ones count
+        each: a group commit is as many writes to the page's counts); nothing
+        to count when reuse is off."""
         if self.ttl_s <= 0:
             return
         with self._lock:
             self._roll()
-            self._writes += 1
+            self._writes += requests
 
     def busy(self) -> bool:
-        """True while this process commits more than ``BUSY_WRITES_PER_S`` a second
+        """True while this process commits more than ``BUSY_WRITES_PER_S`` writes a second
         (in the last whole second, or already in this one)."""
         with self._lock:
             self._roll()
