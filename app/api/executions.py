@@ -35,7 +35,6 @@ from app.store.inputs import (
     parse_ingest,
 )
 from app.store.params import parse_list_params
-from app.store.writes import WriteOp
 
 EVENTS_DEFAULT_LIMIT = 200
 EVENTS_MAX_LIMIT = 1000
@@ -51,7 +50,7 @@ async def _call(request: Request, fn: Callable[..., Any], *args: Any, **kwargs: 
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
-async def _write(request: Request, op: WriteOp[Any]) -> Any:
+async def _write(request: Request, op: writes.WriteOp[Any]) -> Any:
     # Concurrent writes share a transaction (app.api.live_writes).
     writer: LiveWriter = request.app.state.live_writer
     return await writer.submit(op)
