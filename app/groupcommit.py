@@ -24,6 +24,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from app.store.errors import storage_failure
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -88,6 +90,18 @@ class GroupCommit(Generic[T, R]):
     async def _commit(self, group: list[Pending[T, R]]) -> None:
         """Write ``group`` and answer each of its callers (``give_result``, ``give_error``)."""
         raise NotImplementedError
+
+    async def _failed(self, group: list[Pending[T, R]], exc: Exception) -> None:
+        """``group``'s write raised ``exc``. The database failing (``storage_failure``)
+        is every caller's answer, as it would have been alone; anything else
+        may be one request's fault, so each of a larger group is written again
+        alone, and only a request at fault fails."""
+        if len(group) > 1 and storage_failure(exc) is None:
+            for pending in group:
+                await self._commit([pending])
+            return
+        for pending in group:
+            give_error(pending, exc)
 
 
 def give_result(pending: Pending[T, R], result: R) -> None:

@@ -1,7 +1,8 @@
-"""Group commit of the live writes: requests that arrive together share one
-transaction, and each still gets its own answer (``Store.write_each``,
-``app.api.live_writes``). Checked by what is in the database afterwards and
-by the commits the live layer hears of (one per transaction)."""
+"""Group commit of the live writes and of OTLP exports: requests that arrive
+together share one transaction, and each still gets its own answer
+(``Store.write_each``, ``app.api.live_writes``, ``app.otlp.writer``). Checked
+by what is in the database afterwards and by the commits the live layer hears
+of (one per transaction)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from sqlalchemy import Connection
 from starlette.testclient import TestClient
 
 from app.api.live_writes import LiveWriter
+from app.otlp.mapping import Trace, map_request
+from app.otlp.writer import TraceWriter
 from app.store import Store, writes
 from app.store.errors import Invalid, NotFound
 from app.store.feed import WriteLog
@@ -25,6 +29,7 @@ from app.store.inputs import (
     InteractionAsk,
     ToolCallStart,
 )
+from tests.otlp_support import nested_trace
 
 T0 = 1_767_225_600_000          # 2026-01-01T00:00:00Z
 LINE = EventsAppend.model_validate({"events": [{"message": "a line"}]})
@@ -151,6 +156,40 @@ def test_a_request_whose_client_left_is_still_written(store: Store) -> None:
     asyncio.run(main())
     assert [e["type"] for e in store.events("left", limit=10)[0]] == [
         "execution.created", "log"]
+
+
+# -- OTLP exports: the same queue, spans of a trace merged ------------------------
+
+def _traces(n: int) -> list[tuple[list[Trace], str]]:
+    """``n`` real SDK traces (a root and 5 tool calls each), mapped as the route maps them."""
+    out = []
+    for _ in range(n):
+        spans, trace_id = nested_trace(calls=5)
+        out.append((map_request(encode_spans(spans)).traces, f"otel-{trace_id}"))
+    return out
+
+
+def test_exports_that_arrive_together_share_a_commit(
+        heard: tuple[Store, list[WriteLog]]) -> None:
+    store, commits = heard
+    (a, a_id), (b, b_id), (c, c_id) = _traces(3)
+    # A trace of another scope: its spans are refused, the rest of its group is not.
+    store.write_traces(c, "other")
+    commits.clear()
+
+    async def main() -> list[int]:
+        writer = TraceWriter(store)
+        return list(await asyncio.gather(writer.write(a, "default"), writer.write(b, "default"),
+                                         writer.write(c, "default")))
+
+    assert asyncio.run(main()) == [0, 0, 7]   # c: its root, 5 calls and one nested span
+    # One commit: the group's. A foreign trace in it, each request was then
+    # written alone to count its own refusals, which changed nothing more.
+    assert [c.execution_ids for c in commits] == [{a_id, b_id}]
+    for run_id in (a_id, b_id):
+        assert store.get_execution(run_id)[0]["tool_call_count"] == 6
+    with pytest.raises(NotFound):
+        store.get_execution(c_id, scope_id="default")
 
 
 # -- through the API: many requests at once ----------------------------------------

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.groupcommit import GroupCommit, Pending, give_error, give_result
 from app.store import Store
-from app.store.errors import StoreError, storage_failure
+from app.store.errors import StoreError
 from app.store.writes import WriteOp
 
 # A group stops growing here: one transaction stays short enough (a few ms)
@@ -48,12 +48,7 @@ class LiveWriter(GroupCommit[WriteOp[Any], Any]):
         try:
             outcomes = await run_in_threadpool(self.store.write_each, [p.item for p in group])
         except Exception as exc:
-            if len(group) > 1 and storage_failure(exc) is None:
-                for pending in group:
-                    await self._commit([pending])
-                return
-            for pending in group:
-                give_error(pending, exc)
+            await self._failed(group, exc)
             return
         for pending, outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, StoreError):

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
-from app.groupcommit import GroupCommit, Pending, give_error, give_result
+from app.groupcommit import GroupCommit, Pending, give_result
 from app.otlp.mapping import Trace
 from app.store import Store
-from app.store.errors import storage_failure
 
 # A group stops growing past this many spans (eight default SDK batches): one
 # transaction stays short enough not to hold up other writers for long.
@@ -75,12 +74,7 @@ class TraceWriter(GroupCommit[_Batch, int]):
                                               merge([r.item.traces for r in group]),
                                               group[0].item.scope_id)
         except Exception as exc:
-            if len(group) > 1 and storage_failure(exc) is None:
-                for request in group:
-                    await self._commit([request])
-                return
-            for request in group:
-                give_error(request, exc)
+            await self._failed(group, exc)
             return
         if written["rejected_spans"] and len(group) > 1:
             for request in group:
