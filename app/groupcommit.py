@@ -6,16 +6,16 @@ queue anyway. Each transaction has a fixed cost beside its rows: a hop to a
 worker thread and back, a pooled connection, the write lock, ``BEGIN`` and
 ``COMMIT`` (with SQLite's page writes and checkpoints), and one wake-up of
 the live hub, which then reads the feed. Queued here, in the event loop, the
-waiting requests cost nothing, and the next transaction pays that fixed cost
-once for all of them. So a server gets cheaper per write exactly when writes
+waiting requests hold no thread, and the next transaction pays that fixed
+cost once for all of them. So a server gets cheaper per write exactly when writes
 queue, instead of piling threads onto the GIL (docs/PERFORMANCE.md, "Soak").
 
 A queue of our own: no library groups asyncio callers into one blocking call,
 and the behaviour that matters (a group runs in a task of its own, so a
 client that hangs up does not cancel the others' writes; each caller gets its
-own answer) takes a few lines. What a group is and how it is written, and
-what each caller learns when it fails, is the subclass's (``_take``,
-``_commit``).
+own answer) takes a few lines. What a group is and how it is written are
+the subclass's (``_take``, ``_commit``); what each caller learns when a
+group fails is decided once, here (``_failed``).
 """
 
 from __future__ import annotations
