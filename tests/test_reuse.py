@@ -62,8 +62,7 @@ def test_busy_a_view_is_counted_once_per_ttl() -> None:
     clock = Clock()
     reuse = Reuse(2.0, clock)
     compute = _counter()
-    for _ in range(BUSY_WRITES_PER_S + 1):
-        reuse.wrote()
+    reuse.wrote(BUSY_WRITES_PER_S + 1)
     assert reuse.get("page", ExecutionFilter(), compute) == 1
     clock.now += 0.9      # the next second: the last whole one was busy
     assert reuse.busy()
@@ -72,16 +71,14 @@ def test_busy_a_view_is_counted_once_per_ttl() -> None:
     assert reuse.get("count", ExecutionFilter(), compute) == 2
     assert reuse.get("page", ExecutionFilter(status=("failed",)), compute) == 3
     clock.now += 1.2      # 2.1 s after the first count, and busy again
-    for _ in range(BUSY_WRITES_PER_S + 1):
-        reuse.wrote()
+    reuse.wrote(BUSY_WRITES_PER_S + 1)
     assert reuse.get("page", ExecutionFilter(), compute) == 4
 
 
 def test_busy_ends_a_second_after_the_writes_stop() -> None:
     clock = Clock()
     reuse = Reuse(2.0, clock)
-    for _ in range(BUSY_WRITES_PER_S + 1):
-        reuse.wrote()
+    reuse.wrote(BUSY_WRITES_PER_S + 1)
     clock.now += 1.0
     assert reuse.busy()    # the second before was busy
     clock.now += 1.0
@@ -92,8 +89,7 @@ def test_a_moving_range_is_one_view_within_the_ttl() -> None:
     clock = Clock()
     reuse = Reuse(2.0, clock)
     compute = _counter()
-    for _ in range(BUSY_WRITES_PER_S + 1):
-        reuse.wrote()
+    reuse.wrote(BUSY_WRITES_PER_S + 1)
     now = 1_800_000_000_000    # on the 2 s grid
     assert reuse.get("page", ExecutionFilter(from_ms=now - DAY_MS), compute) == 1
     # "Last 24 h" 1.5 s later: the same view.
@@ -112,8 +108,7 @@ def test_off_at_zero() -> None:
 def test_views_kept_are_bounded() -> None:
     clock = Clock()
     reuse = Reuse(2.0, clock)
-    for _ in range(BUSY_WRITES_PER_S + 1):
-        reuse.wrote()
+    reuse.wrote(BUSY_WRITES_PER_S + 1)
     for i in range(1000):
         reuse.get("page", ExecutionFilter(min_duration_ms=i), lambda: 0)
     assert len(reuse._kept) <= 256
